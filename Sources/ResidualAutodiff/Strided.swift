@@ -21,7 +21,7 @@ struct StridedLoop {
             if st.allSatisfy({ $0[i] == $0[i + 1] * s[i + 1] }) {
                 s[i] *= s[i + 1]
                 s.remove(at: i + 1)
-                for k in st.indices { st[k].remove(at: i + 1) }
+                for k in st.indices { st[k][i] = st[k][i + 1]; st[k].remove(at: i + 1) }
             }
             i -= 1
         }

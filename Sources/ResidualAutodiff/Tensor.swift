@@ -143,7 +143,7 @@ extension String {
         let r = (Double(x) * 10_000).rounded() / 10_000
         if abs(r) >= 1e7 || (r != 0 && abs(r) < 1e-4) { self = "\(x)"; return }
         var s = String(r)
-        if s.hasSuffix(".0") { s.removeLast() }
+        if s.hasSuffix(".0") { s.removeLast(2) }
         self = s
     }
 }
