@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "ResidualTestSupport", dependencies: ["ResidualAutodiff"], swiftSettings: native),
 
         .executableTarget(name: "resnet", dependencies: ["Residual"], path: "Examples/resnet", swiftSettings: native),
-        .executableTarget(name: "bench", dependencies: ["Residual", "ResidualTestSupport"], path: "Benchmarks/bench", swiftSettings: native),
+        .executableTarget(name: "bench", dependencies: ["Residual"], path: "Benchmarks/bench", swiftSettings: native),
 
         .testTarget(name: "ResidualKernelsTests", dependencies: ["ResidualKernels"], swiftSettings: native),
         .testTarget(name: "ResidualAutodiffTests", dependencies: ["ResidualAutodiff", "ResidualTestSupport"], swiftSettings: native),
