@@ -1,0 +1,181 @@
+"""Writes PyTorch reference cases as safetensors for the Swift parity tests.
+
+Deterministic: every tensor comes from torch.Generator seeded per case; references are computed in
+float64 from the float32 inputs, then stored as float32. Each case stores its inputs, weights (in
+torchvision naming), a random `grad_output` R, the output, and the gradients of sum(output * R).
+Case parameters go in the safetensors `__metadata__` as JSON.
+"""
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import struct
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "Tests", "ResidualNNTests", "Fixtures")
+
+
+def save_file(tensors, path, metadata):
+    """safetensors writer with sorted keys, so the file is byte-identical on every run (the
+    reference library serialises its header from a hash map, in varying order)."""
+    header = {"__metadata__": metadata}
+    blobs, offset = [], 0
+    for name, t in tensors.items():
+        data = t.numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)))
+        f.write(text)
+        for b in blobs:
+            f.write(b)
+
+
+def rand(gen, *shape, lo=-1.0, hi=1.0):
+    return (torch.rand(*shape, generator=gen, dtype=torch.float32) * (hi - lo) + lo)
+
+
+class Writer:
+    def __init__(self):
+        self.tensors = {}
+        self.meta = {}
+
+    def case(self, name, params, **tensors):
+        self.meta[name] = json.dumps(params, sort_keys=True)
+        for k, v in tensors.items():
+            self.tensors[f"{name}.{k}"] = v.detach().to(torch.float32).contiguous()
+
+    def save(self, filename):
+        os.makedirs(OUT, exist_ok=True)
+        path = os.path.join(OUT, filename)
+        save_file(dict(sorted(self.tensors.items())), path, metadata=dict(sorted(self.meta.items())))
+        print(f"wrote {path}: {len(self.tensors)} tensors, {os.path.getsize(path) / 1e6:.2f} MB")
+
+
+def with_grads(fn, inputs, gen):
+    """Runs fn on float64 copies of inputs; returns output and grads of sum(output * R)."""
+    xs = [t.detach().double().requires_grad_(True) for t in inputs]
+    y = fn(*xs)
+    r = rand(gen, *y.shape)
+    (y * r.double()).sum().backward()
+    return y, r, [x.grad for x in xs]
+
+
+def layers():
+    w = Writer()
+    gen = torch.Generator().manual_seed(1234)
+    # conv2d: every kernel/stride/padding of the zoo, plus groups and bias.
+    convs = [
+        ("conv_stem_k7s2p3", dict(n=2, c=3, h=20, w=19, o=8, k=7, s=2, p=3, g=1, bias=False)),
+        ("conv_k3s1p1", dict(n=2, c=8, h=9, w=9, o=8, k=3, s=1, p=1, g=1, bias=False)),
+        ("conv_k3s2p1", dict(n=2, c=8, h=9, w=8, o=16, k=3, s=2, p=1, g=1, bias=False)),
+        ("conv_k1s1p0", dict(n=2, c=8, h=5, w=5, o=16, k=1, s=1, p=0, g=1, bias=False)),
+        ("conv_k1s2p0", dict(n=2, c=8, h=9, w=9, o=16, k=1, s=2, p=0, g=1, bias=False)),
+        ("conv_k3s1p1_groups4_bias", dict(n=2, c=8, h=6, w=7, o=12, k=3, s=1, p=1, g=4, bias=True)),
+    ]
+    for name, q in convs:
+        x = rand(gen, q["n"], q["c"], q["h"], q["w"])
+        weight = rand(gen, q["o"], q["c"] // q["g"], q["k"], q["k"]) * 0.5
+        bias = rand(gen, q["o"]) if q["bias"] else None
+        ins = [x, weight] + ([bias] if bias is not None else [])
+        fn = lambda x, wt, b=None, q=q: F.conv2d(x, wt, b, stride=q["s"], padding=q["p"], groups=q["g"])
+        y, r, grads = with_grads(fn, ins, gen)
+        extra = dict(bias=bias, grad_bias=grads[2]) if bias is not None else {}
+        w.case(name, q, input=x, weight=weight, output=y, grad_output=r, grad_input=grads[0], grad_weight=grads[1], **extra)
+
+    # batch norm, training mode: output, gradients, and the running-statistics update (momentum 0.1).
+    for name, shape in [("bn_train", (4, 6, 5, 5)), ("bn_train_batch1", (1, 3, 4, 4))]:
+        x = rand(gen, *shape, lo=-2, hi=3)
+        c = shape[1]
+        weight, bias = rand(gen, c, lo=0.5, hi=1.5), rand(gen, c)
+        rm, rv = rand(gen, c), rand(gen, c, lo=0.5, hi=2)
+        rm64, rv64 = rm.double().clone(), rv.double().clone()
+        fn = lambda x, wt, b: F.batch_norm(x, rm64, rv64, wt, b, training=True, momentum=0.1, eps=1e-5)
+        y, r, grads = with_grads(fn, [x, weight, bias], gen)
+        w.case(name, dict(eps=1e-5, momentum=0.1), input=x, weight=weight, bias=bias, running_mean=rm, running_var=rv,
+               output=y, grad_output=r, grad_input=grads[0], grad_weight=grads[1], grad_bias=grads[2],
+               new_running_mean=rm64, new_running_var=rv64)
+    x = rand(gen, 3, 5, 4, 4)
+    weight, bias = rand(gen, 5, lo=0.5, hi=1.5), rand(gen, 5)
+    rm, rv = rand(gen, 5), rand(gen, 5, lo=0.5, hi=2)
+    fn = lambda x, wt, b: F.batch_norm(x, rm.double(), rv.double(), wt, b, training=False, eps=1e-5)
+    y, r, grads = with_grads(fn, [x, weight, bias], gen)
+    w.case("bn_eval", dict(eps=1e-5), input=x, weight=weight, bias=bias, running_mean=rm, running_var=rv, output=y,
+           grad_output=r, grad_input=grads[0], grad_weight=grads[1], grad_bias=grads[2])
+
+    # pooling
+    for name, (k, s, p) in [("maxpool_k3s2p1", (3, 2, 1)), ("maxpool_k2s2p0", (2, 2, 0))]:
+        x = rand(gen, 2, 3, 9, 8)
+        y, r, grads = with_grads(lambda x: F.max_pool2d(x, k, s, p), [x], gen)
+        w.case(name, dict(k=k, s=s, p=p), input=x, output=y, grad_output=r, grad_input=grads[0])
+    for name, (k, s, p) in [("avgpool_k2s2p0", (2, 2, 0)), ("avgpool_k3s2p1", (3, 2, 1))]:
+        x = rand(gen, 2, 3, 9, 8)
+        y, r, grads = with_grads(lambda x: F.avg_pool2d(x, k, s, p), [x], gen)
+        w.case(name, dict(k=k, s=s, p=p), input=x, output=y, grad_output=r, grad_input=grads[0])
+    x = rand(gen, 2, 5, 7, 6)
+    y, r, grads = with_grads(lambda x: F.adaptive_avg_pool2d(x, 1), [x], gen)
+    w.case("global_avgpool", {}, input=x, output=y, grad_output=r, grad_input=grads[0])
+
+    # linear, relu
+    x, weight, bias = rand(gen, 4, 7), rand(gen, 5, 7), rand(gen, 5)
+    y, r, grads = with_grads(F.linear, [x, weight, bias], gen)
+    w.case("linear", {}, input=x, weight=weight, bias=bias, output=y, grad_output=r, grad_input=grads[0],
+           grad_weight=grads[1], grad_bias=grads[2])
+    x = rand(gen, 3, 4, 5)
+    y, r, grads = with_grads(F.relu, [x], gen)
+    w.case("relu", {}, input=x, output=y, grad_output=r, grad_input=grads[0])
+
+    # cross-entropy (mean over the batch), with and without label smoothing
+    for name, eps in [("cross_entropy", 0.0), ("cross_entropy_smooth0.1", 0.1)]:
+        logits = rand(gen, 6, 10, lo=-4, hi=4)
+        labels = torch.randint(0, 10, (6,), generator=gen)
+        xs = logits.double().requires_grad_(True)
+        loss = F.cross_entropy(xs, labels, label_smoothing=eps)
+        loss.backward()
+        w.case(name, dict(label_smoothing=eps, labels=labels.tolist()), input=logits, output=loss.reshape([]),
+               grad_input=xs.grad)
+
+    # the paper's option-A shortcut: stride-2 subsampling and zero-padded channels (16 -> 32)
+    x = rand(gen, 2, 16, 8, 8)
+    fn = lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
+    y, r, grads = with_grads(fn, [x], gen)
+    w.case("shortcut_option_a", dict(planes=32), input=x, output=y, grad_output=r, grad_input=grads[0])
+    w.save("layers.safetensors")
+
+
+def optimizers():
+    w = Writer()
+    gen = torch.Generator().manual_seed(99)
+    configs = [
+        ("sgd_momentum_wd", torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
+        ("sgd_nesterov_wd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
+        ("sgd_plain", torch.optim.SGD, dict(lr=0.1)),
+        ("adam", torch.optim.Adam, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3)),
+        ("adamw", torch.optim.AdamW, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)),
+    ]
+    for name, cls, kw in configs:
+        p0 = rand(gen, 3, 5)
+        g1, g2, g3 = rand(gen, 3, 5), rand(gen, 3, 5), rand(gen, 3, 5)
+        p = p0.double().clone().requires_grad_(True)
+        opt = cls([p], **kw)
+        out = {}
+        for i, g in enumerate([g1, g2, g3], 1):
+            p.grad = g.double().clone()
+            opt.step()
+            out[f"param_after_step{i}"] = p.detach().clone()
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+        w.case(name, dict(optimizer=cls.__name__, **params), param=p0, grad_step1=g1, grad_step2=g2, grad_step3=g3, **out)
+    w.save("optimizers.safetensors")
+
+
+if __name__ == "__main__":
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)  # fixed summation order: byte-identical output on every run
+    which = sys.argv[1:] or ["layers", "optimizers"]
+    for name in which:
+        globals()[name]()
