@@ -1,0 +1,104 @@
+import Testing
+import Foundation
+import ResidualAutodiff
+import ResidualTestSupport
+
+/// The core ops against PyTorch (fixtures from scripts/make_fixtures.py, computed in float64):
+/// forward within 1e-4 relative error (max-abs error over max-abs value), gradients within 1e-3.
+@Suite struct PyTorchParityTests {
+    static let cases: ReferenceCases = {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../ResidualNNTests/Fixtures/layers.safetensors").standardized
+        return try! ReferenceCases(contentsOf: url)
+    }()
+
+    /// Runs `f` on watched inputs, seeds backward with the stored grad_output, and compares.
+    func check(_ name: String, inputs: [String], gradients: [String],
+               _ f: ([Tensor]) -> Tensor, sourceLocation: SourceLocation = #_sourceLocation) {
+        let c = Self.cases
+        let tape = Tape()
+        let xs = inputs.map { tape.watch(c["\(name).\($0)"]) }
+        let y = tape.record { f(xs) }
+        let forward = relativeError(y, c["\(name).output"])
+        #expect(forward < 1e-4, "\(name) forward: relative error \(forward)", sourceLocation: sourceLocation)
+        let seed = c.tensors["\(name).grad_output"]
+        let grads = tape.gradients(of: y, withRespectTo: xs, seed: seed)
+        for (g, gname) in zip(grads, gradients) {
+            let e = relativeError(g, c["\(name).\(gname)"])
+            #expect(e < 1e-3, "\(name) \(gname): relative error \(e)", sourceLocation: sourceLocation)
+        }
+    }
+
+    @Test(arguments: ["conv_stem_k7s2p3", "conv_k3s1p1", "conv_k3s2p1", "conv_k1s1p0", "conv_k1s2p0", "conv_k3s1p1_groups4_bias"])
+    func convolution(_ name: String) {
+        let p = Self.cases.parameters(name)
+        let (s, pad, g, bias) = (p["s"] as! Int, p["p"] as! Int, p["g"] as! Int, p["bias"] as! Bool)
+        check(name, inputs: bias ? ["input", "weight", "bias"] : ["input", "weight"],
+              gradients: bias ? ["grad_input", "grad_weight", "grad_bias"] : ["grad_input", "grad_weight"]) {
+            conv2d($0[0], $0[1], bias: bias ? $0[2] : nil, stride: s, padding: pad, groups: g)
+        }
+    }
+
+    @Test(arguments: ["bn_train", "bn_train_batch1"])
+    func batchNormTrainingMode(_ name: String) {
+        check(name, inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            batchNormTraining($0[0], weight: $0[1], bias: $0[2], epsilon: 1e-5).output
+        }
+        // Batch statistics: PyTorch's running update uses the unbiased variance.
+        let c = Self.cases
+        let x = c["\(name).input"]
+        let (_, mean, variance) = batchNormTraining(x, weight: nil, bias: nil, epsilon: 1e-5)
+        let m = Float(x.count / x.shape[1])
+        let newMean = c["\(name).running_mean"] * 0.9 + mean * 0.1
+        let newVar = c["\(name).running_var"] * 0.9 + variance * (m / (m - 1)) * 0.1
+        #expect(relativeError(newMean, c["\(name).new_running_mean"]) < 1e-5)
+        #expect(relativeError(newVar, c["\(name).new_running_var"]) < 1e-5)
+    }
+
+    @Test func batchNormEvalMode() {
+        let c = Self.cases
+        check("bn_eval", inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            batchNormInference($0[0], weight: $0[1], bias: $0[2], mean: c["bn_eval.running_mean"],
+                               variance: c["bn_eval.running_var"], epsilon: 1e-5)
+        }
+    }
+
+    @Test(arguments: ["maxpool_k3s2p1", "maxpool_k2s2p0", "avgpool_k2s2p0", "avgpool_k3s2p1"])
+    func pooling(_ name: String) {
+        let p = Self.cases.parameters(name)
+        let (k, s, pad) = (p["k"] as! Int, p["s"] as! Int, p["p"] as! Int)
+        check(name, inputs: ["input"], gradients: ["grad_input"]) {
+            name.hasPrefix("max") ? maxPool2d($0[0], kernelSize: k, stride: s, padding: pad)
+                : avgPool2d($0[0], kernelSize: k, stride: s, padding: pad)
+        }
+    }
+
+    @Test func globalPooling() {
+        check("global_avgpool", inputs: ["input"], gradients: ["grad_input"]) { globalAvgPool($0[0]) }
+    }
+
+    @Test func linearAndRelu() {
+        check("linear", inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            linear($0[0], weight: $0[1], bias: $0[2])
+        }
+        check("relu", inputs: ["input"], gradients: ["grad_input"]) { relu($0[0]) }
+    }
+
+    @Test(arguments: ["cross_entropy", "cross_entropy_smooth0.1"])
+    func crossEntropy(_ name: String) {
+        let p = Self.cases.parameters(name)
+        let labels = p["labels"] as! [Int]
+        let eps = Float(p["label_smoothing"] as! Double)
+        check(name, inputs: ["input"], gradients: ["grad_input"]) {
+            softmaxCrossEntropy(logits: $0[0], labels: labels, labelSmoothing: eps)
+        }
+    }
+
+    @Test func optionAShortcut() {
+        check("shortcut_option_a", inputs: ["input"], gradients: ["grad_input"]) { x in
+            let s = x[0].shape
+            let sub = slice(x[0], lower: [0, 0, 0, 0], upper: s, stride: [1, 1, 2, 2])
+            return pad(sub, [(0, 0), (8, 8), (0, 0), (0, 0)])
+        }
+    }
+}
