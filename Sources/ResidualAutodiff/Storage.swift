@@ -1,7 +1,13 @@
+import Synchronization
+
 /// The heap buffer behind a tensor: `count` floats, 64-byte aligned (one zmm register, one cache line).
 ///
 /// Storage is shared between tensors that are reshapes of one another; `Tensor` copies it before any
 /// write unless it is uniquely referenced (copy-on-write), so users see value semantics.
+///
+/// Buffers of 16 KiB and more are recycled through `BufferPool`: a training step allocates the same
+/// sizes every step, so after the first step activations and gradients reuse the buffers freed by the
+/// previous one instead of going back to `mmap`/`munmap` and page faults.
 public final class TensorStorage: @unchecked Sendable {
     public let pointer: UnsafeMutablePointer<Float>
     public let count: Int
@@ -10,8 +16,7 @@ public final class TensorStorage: @unchecked Sendable {
     public init(uninitializedCount count: Int) {
         precondition(count >= 0, "TensorStorage: negative count \(count)")
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-        pointer = raw.bindMemory(to: Float.self, capacity: max(1, count))
+        pointer = BufferPool.shared.allocate(count)
     }
 
     public convenience init(repeating value: Float, count: Int) {
@@ -25,5 +30,64 @@ public final class TensorStorage: @unchecked Sendable {
         return s
     }
 
-    deinit { pointer.deallocate() }
+    deinit { BufferPool.shared.release(pointer, count) }
+}
+
+/// A size-keyed free list of large float buffers, bounded in total size.
+public final class BufferPool: Sendable {
+    public static let shared = BufferPool()
+
+    /// Buffers smaller than this many floats go straight to malloc (fast for small sizes).
+    static let minimumPooledCount = 4096
+    /// Most bytes kept idle in the pool; beyond it, released buffers are freed.
+    public let capacityBytes: Int
+
+    private struct State: ~Copyable {
+        var free: [Int: [UInt]] = [:]   // addresses, by element count
+        var idleBytes = 0
+    }
+    private let state = Mutex(State())
+
+    public init(capacityBytes: Int = 1 << 30) { self.capacityBytes = capacityBytes }
+
+    func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+        if count >= Self.minimumPooledCount {
+            let reused: UInt? = state.withLock { s in
+                guard let p = s.free[count]?.popLast() else { return nil }
+                s.idleBytes -= count * 4
+                return p
+            }
+            if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return p }
+        }
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
+        return raw.bindMemory(to: Float.self, capacity: max(1, count))
+    }
+
+    func release(_ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
+        if count >= Self.minimumPooledCount {
+            let address = UInt(bitPattern: pointer)
+            let kept: Bool = state.withLock { s in
+                guard s.idleBytes + count * 4 <= capacityBytes else { return false }
+                s.free[count, default: []].append(address)
+                s.idleBytes += count * 4
+                return true
+            }
+            if kept { return }
+        }
+        UnsafeMutableRawPointer(pointer).deallocate()
+    }
+
+    /// Bytes currently idle in the pool.
+    public var idleBytes: Int { state.withLock { $0.idleBytes } }
+
+    /// Frees every idle buffer (e.g. between a training run and inference).
+    public func drain() {
+        let buffers: [UInt] = state.withLock { s in
+            let all = s.free.values.flatMap { $0 }
+            s.free = [:]
+            s.idleBytes = 0
+            return all
+        }
+        for a in buffers { UnsafeMutableRawPointer(bitPattern: a)?.deallocate() }
+    }
 }
