@@ -173,9 +173,165 @@ def optimizers():
     w.save("optimizers.safetensors")
 
 
+# ---------------------------------------------------------------------------------------------
+# Whole networks. Weights come from a formula both languages implement (ResidualTestSupport's
+# `FixtureWeights`), so no weights need to be stored: element i of tensor `name` is
+# u = (splitmix64(fnv1a64(name) + i) >> 40) * 2^-23 - 1 (exact in float32), then scaled.
+
+MASK = (1 << 64) - 1
+
+
+def fnv1a64(s):
+    h = 0xCBF29CE484222325
+    for b in s.encode():
+        h = ((h ^ b) * 0x100000001B3) & MASK
+    return h
+
+
+def splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def uniform(name, n):
+    import numpy as np
+    seed = fnv1a64(name)
+    idx = np.arange(n, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed) + idx) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0 ** -23) - np.float32(1.0)).astype(np.float32)
+
+
+def fixture_value(name, shape):
+    """The deterministic value of a state-dict entry (see FixtureWeights.swift)."""
+    import numpy as np
+    n = int(np.prod(shape)) if len(shape) else 1
+    u = uniform(name, n)
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        v = np.float32(1.0) + np.float32(0.5) * u
+    elif leaf == "running_mean":
+        v = np.float32(0.1) * u
+    elif leaf == "weight" and len(shape) == 1:          # batch-norm gamma
+        v = np.float32(1.0) + np.float32(0.25) * u
+    elif leaf == "bias":
+        v = np.float32(0.1) * u
+    else:                                              # conv / linear weight: He-like scale
+        fan_in = int(np.prod(shape[1:]))
+        v = np.float32((3.0 / fan_in) ** 0.5) * u
+    return torch.from_numpy(v.reshape(shape).astype(np.float32))
+
+
+def fill_state(model):
+    sd = model.state_dict()
+    for k, v in sd.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        v.copy_(fixture_value(k, tuple(v.shape)))
+
+
+class CifarBlock(torch.nn.Module):
+    def __init__(self, cin, cout, stride, residual):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(cout)
+        self.conv2 = torch.nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = torch.nn.BatchNorm2d(cout)
+        self.residual, self.stride, self.pad = residual, stride, cout - cin
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            sc = x
+            if self.stride != 1 or self.pad:
+                sc = F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            out = out + sc
+        return F.relu(out)
+
+
+class CifarNet(torch.nn.Module):
+    """He et al. section 4.2: 3x3 conv (16), three stages of n blocks (16/32/64), option-A shortcuts."""
+    def __init__(self, n, residual, classes=10):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(16)
+        cin = 16
+        for i, c in enumerate([16, 32, 64]):
+            blocks = []
+            for j in range(n):
+                blocks.append(CifarBlock(cin, c, 2 if (i > 0 and j == 0) else 1, residual))
+                cin = c
+            setattr(self, f"layer{i + 1}", torch.nn.Sequential(*blocks))
+        self.fc = torch.nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def imagenet(depth, v15):
+    import torchvision
+    model = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    if depth >= 50 and not v15:
+        # The paper's placement (v1): stride on the first 1x1 of the bottleneck, not on the 3x3.
+        for layer in [model.layer2, model.layer3, model.layer4]:
+            block = layer[0]
+            block.conv1.stride, block.conv2.stride = (2, 2), (1, 1)
+    return model
+
+
+def networks():
+    import numpy as np
+    w = Writer()
+    nets = [
+        ("resnet20", lambda: CifarNet(3, True), (2, 3, 32, 32)),
+        ("plain20", lambda: CifarNet(3, False), (2, 3, 32, 32)),
+        ("resnet18", lambda: imagenet(18, True), (2, 3, 64, 64)),
+        ("resnet50_v1", lambda: imagenet(50, False), (2, 3, 64, 64)),
+        ("resnet50_v1.5", lambda: imagenet(50, True), (2, 3, 64, 64)),
+    ]
+    for name, make, shape in nets:
+        model = make().double()
+        fill_state(model)
+        x = fixture_value(f"{name}.input", shape).double() * 3  # the same formula scaled to about [-3, 3)
+        labels = torch.tensor([1, 7])
+        model.eval()
+        with torch.no_grad():
+            logits_eval = model(x)
+        model.train()
+        logits = model(x)
+        loss = F.cross_entropy(logits, labels)
+        loss.backward()
+        tensors = dict(logits_train=logits, logits_eval=logits_eval, loss=loss.reshape([]))
+        # Every parameter's gradient: its L2 norm and 16 sampled elements (positions from the same
+        # hash, so the fixtures stay small even for ResNet-50).
+        for pname, p in model.named_parameters():
+            g = p.grad.detach().reshape(-1)
+            n = g.numel()
+            picks = sorted({splitmix64(fnv1a64(pname) + k) % n for k in range(16)})
+            tensors[f"grad.{pname}.norm"] = g.norm().reshape([])
+            tensors[f"grad.{pname}.index"] = torch.tensor(picks, dtype=torch.float64)
+            tensors[f"grad.{pname}.value"] = g[picks]
+        # Running statistics after the one train-mode forward (momentum 0.1).
+        for bname, b in model.named_buffers():
+            if bname.endswith("running_mean") or bname.endswith("running_var"):
+                idx = torch.arange(min(8, b.numel()))
+                tensors[f"buffer.{bname}.head"] = b.detach().reshape(-1)[idx]
+        params = sum(p.numel() for p in model.parameters())
+        w.case(name, dict(input_shape=list(shape), labels=labels.tolist(), parameters=params), **tensors)
+    w.save("networks.safetensors")
+
+
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # fixed summation order: byte-identical output on every run
-    which = sys.argv[1:] or ["layers", "optimizers"]
+    which = sys.argv[1:] or ["layers", "optimizers", "networks"]
     for name in which:
         globals()[name]()
