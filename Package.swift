@@ -32,7 +32,8 @@ let package = Package(
         .target(name: "ResidualAutodiff", dependencies: ["ResidualKernels"], swiftSettings: native),
         .target(name: "ResidualNN", dependencies: ["ResidualAutodiff", "ResidualKernels"], swiftSettings: native),
         .target(name: "ResidualOptimizers", dependencies: ["ResidualAutodiff", "ResidualKernels"], swiftSettings: native),
-        .target(name: "ResidualData", dependencies: ["ResidualAutodiff"], swiftSettings: native),
+        .target(name: "ResidualData", dependencies: ["ResidualAutodiff"], resources: [.copy("Resources/fashion-mnist")],
+                swiftSettings: native),
         .target(name: "ResidualZoo", dependencies: ["ResidualNN", "ResidualAutodiff"], swiftSettings: native),
         .target(
             name: "Residual",
