@@ -21,25 +21,53 @@ public struct Conv2dShape: Sendable, Equatable {
     }
 }
 
-/// output[N, O, outH, outW] = conv(input) (+ bias[O]); im2col + GEMM per image and group.
+/// Splits a convolution over the batch: with enough images every thread takes whole images and runs
+/// single-threaded GEMMs (no synchronisation inside a layer); with fewer images than threads the
+/// images run one by one and the GEMM itself is parallel.
+@inline(__always)
+func forEachImage(_ s: Conv2dShape, threads: Int?, _ body: (_ images: Range<Int>, _ gemmThreads: Int, _ worker: Int) -> Void) {
+    let t = threads ?? Threading.threadCount
+    if s.batch >= t && t > 1 {
+        let workers = t
+        withoutActuallyEscaping(body) { body in
+            let counter = UncheckedSendable(body)
+            parallelFor(workers, threads: t) { range in
+                for w in range {
+                    let lo = s.batch * w / workers, hi = s.batch * (w + 1) / workers
+                    counter.value(lo..<hi, 1, w)
+                }
+            }
+        }
+    } else {
+        body(0..<s.batch, t, 0)
+    }
+}
+
+/// output[N, O, outH, outW] = conv(input) (+ bias[O]); im2col + GEMM per image and group
+/// (a 1x1 stride-1 convolution needs no im2col: the image itself is the GEMM's right operand).
 public func conv2dForward(_ s: Conv2dShape, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           bias: UnsafePointer<Float>?, output: UnsafeMutablePointer<Float>, threads: Int? = nil) {
     let g = s.geometryPerGroup, spatial = s.outH * s.outW
     let cg = s.inChannels / s.groups, og = s.outChannels / s.groups
-    let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, g.patchSize * spatial))
-    defer { col.deallocate() }
-    for n in 0..<s.batch {
-        for gi in 0..<s.groups {
-            let x = input + (n * s.inChannels + gi * cg) * s.height * s.width
-            im2col(g, x, col)
-            sgemm(transA: false, transB: false, m: og, n: spatial, k: g.patchSize,
-                  a: weight + gi * og * g.patchSize, lda: g.patchSize, b: col, ldb: spatial,
-                  c: output + (n * s.outChannels + gi * og) * spatial, ldc: spatial, threads: threads)
-        }
-        if let bias {
-            for o in 0..<s.outChannels {
-                let y = output + (n * s.outChannels + o) * spatial
-                for i in 0..<spatial { y[i] += bias[o] }
+    let direct = s.kernelH == 1 && s.kernelW == 1 && s.strideH == 1 && s.strideW == 1 && s.padH == 0 && s.padW == 0
+    let out = UncheckedSendable(output)
+    forEachImage(s, threads: threads) { images, gemmThreads, _ in
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: direct ? 1 : max(1, g.patchSize * spatial))
+        defer { col.deallocate() }
+        for n in images {
+            for gi in 0..<s.groups {
+                let x = input + (n * s.inChannels + gi * cg) * s.height * s.width
+                if !direct { im2col(g, x, col) }
+                sgemm(transA: false, transB: false, m: og, n: spatial, k: g.patchSize,
+                      a: weight + gi * og * g.patchSize, lda: g.patchSize, b: direct ? x : UnsafePointer(col), ldb: spatial,
+                      c: out.value + (n * s.outChannels + gi * og) * spatial, ldc: spatial, threads: gemmThreads)
+            }
+            if let bias {
+                for o in 0..<s.outChannels {
+                    let y = out.value + (n * s.outChannels + o) * spatial
+                    let v = bias[o]
+                    for i in 0..<spatial { y[i] += v }
+                }
             }
         }
     }
@@ -50,38 +78,59 @@ public func conv2dBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float
                                gradInput: UnsafeMutablePointer<Float>, threads: Int? = nil) {
     let g = s.geometryPerGroup, spatial = s.outH * s.outW
     let cg = s.inChannels / s.groups, og = s.outChannels / s.groups
-    let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, g.patchSize * spatial))
-    defer { col.deallocate() }
-    gradInput.update(repeating: 0, count: s.batch * s.inChannels * s.height * s.width)
-    for n in 0..<s.batch {
-        for gi in 0..<s.groups {
-            sgemm(transA: true, transB: false, m: g.patchSize, n: spatial, k: og,
-                  a: weight + gi * og * g.patchSize, lda: g.patchSize,
-                  b: gradOutput + (n * s.outChannels + gi * og) * spatial, ldb: spatial,
-                  c: col, ldc: spatial, threads: threads)
-            col2im(g, col, gradInput + (n * s.inChannels + gi * cg) * s.height * s.width)
+    let direct = s.kernelH == 1 && s.kernelW == 1 && s.strideH == 1 && s.strideW == 1 && s.padH == 0 && s.padW == 0
+    let gin = UncheckedSendable(gradInput)
+    forEachImage(s, threads: threads) { images, gemmThreads, _ in
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: direct ? 1 : max(1, g.patchSize * spatial))
+        defer { col.deallocate() }
+        for n in images {
+            let gx = gin.value + n * s.inChannels * s.height * s.width
+            if !direct { gx.update(repeating: 0, count: s.inChannels * s.height * s.width) }
+            for gi in 0..<s.groups {
+                let dst = gx + gi * cg * s.height * s.width
+                sgemm(transA: true, transB: false, m: g.patchSize, n: spatial, k: og,
+                      a: weight + gi * og * g.patchSize, lda: g.patchSize,
+                      b: gradOutput + (n * s.outChannels + gi * og) * spatial, ldb: spatial,
+                      c: direct ? dst : col, ldc: spatial, threads: gemmThreads)
+                if !direct { col2im(g, col, dst) }
+            }
         }
     }
 }
 
-/// gradWeight[O, C/groups, kh, kw] and gradBias[O], overwritten.
+/// gradWeight[O, C/groups, kh, kw] and gradBias[O], overwritten. Threads accumulate private partial
+/// sums over their images, added up at the end in a fixed order (deterministic for a thread count).
 public func conv2dBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>,
                                  gradWeight: UnsafeMutablePointer<Float>, gradBias: UnsafeMutablePointer<Float>?,
                                  threads: Int? = nil) {
     let g = s.geometryPerGroup, spatial = s.outH * s.outW
     let cg = s.inChannels / s.groups, og = s.outChannels / s.groups
-    let col = UnsafeMutablePointer<Float>.allocate(capacity: max(1, g.patchSize * spatial))
-    defer { col.deallocate() }
-    gradWeight.update(repeating: 0, count: s.outChannels * g.patchSize)
-    for n in 0..<s.batch {
-        for gi in 0..<s.groups {
-            im2col(g, input + (n * s.inChannels + gi * cg) * s.height * s.width, col)
-            sgemm(transA: false, transB: true, m: og, n: g.patchSize, k: spatial,
-                  a: gradOutput + (n * s.outChannels + gi * og) * spatial, lda: spatial,
-                  b: col, ldb: spatial, beta: 1, c: gradWeight + gi * og * g.patchSize, ldc: g.patchSize,
-                  threads: threads)
+    let direct = s.kernelH == 1 && s.kernelW == 1 && s.strideH == 1 && s.strideW == 1 && s.padH == 0 && s.padW == 0
+    let wsize = s.outChannels * g.patchSize
+    let t = threads ?? Threading.threadCount
+    let partials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, t) * wsize)
+    defer { partials.deallocate() }
+    let used = UncheckedSendable(partials)
+    var workersUsed = 1
+    if s.batch >= t && t > 1 { workersUsed = t }
+    forEachImage(s, threads: threads) { images, gemmThreads, worker in
+        let acc = used.value + worker * wsize
+        acc.update(repeating: 0, count: wsize)
+        let col = UnsafeMutablePointer<Float>.allocate(capacity: direct ? 1 : max(1, g.patchSize * spatial))
+        defer { col.deallocate() }
+        for n in images {
+            for gi in 0..<s.groups {
+                let x = input + (n * s.inChannels + gi * cg) * s.height * s.width
+                if !direct { im2col(g, x, col) }
+                sgemm(transA: false, transB: true, m: og, n: g.patchSize, k: spatial,
+                      a: gradOutput + (n * s.outChannels + gi * og) * spatial, lda: spatial,
+                      b: direct ? x : UnsafePointer(col), ldb: spatial, beta: 1, c: acc + gi * og * g.patchSize, ldc: g.patchSize,
+                      threads: gemmThreads)
+            }
         }
     }
+    gradWeight.update(from: partials, count: wsize)
+    for w in 1..<workersUsed { axpy(wsize, 1, partials + w * wsize, gradWeight) }
     if let gradBias {
         for o in 0..<s.outChannels {
             var acc: Float = 0
