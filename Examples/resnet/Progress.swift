@@ -53,3 +53,9 @@ func peakResidentMB() -> Double {
     }
     return 0
 }
+
+/// Writes a line to standard output unbuffered, so it interleaves correctly with the progress line
+/// and shows up at once in CI logs.
+func say(_ s: String) {
+    FileHandle.standardOutput.write((s + "\n").data(using: .utf8)!)
+}

@@ -1,32 +1,105 @@
-// A first, small main job: fits a two-layer network to a noisy sine with the tape and plain
+// `resnet`: train, evaluate and run the networks of He et al. 2015 (see `resnet --help`).
 import Foundation
-// gradient descent, printing the loss as it falls. (The full `resnet` CLI replaces this.)
 import Residual
 
-var rng = SeededGenerator(seed: 1)
-let x = Tensor(randomUniform: [256, 1], lower: -3, upper: 3, generator: &rng)
-let noise = Tensor(randomNormal: [256, 1], standardDeviation: 0.05, generator: &rng)
-let y = withoutTape { x.scalars.map { Foundation.sin($0) } }
-let target = Tensor(shape: [256, 1], scalars: y) + noise
 
-let w1 = Parameter(Tensor(randomNormal: [32, 1], standardDeviation: 1, generator: &rng))
-let b1 = Parameter(Tensor(zeros: [32]))
-let w2 = Parameter(Tensor(randomNormal: [1, 32], standardDeviation: 0.25, generator: &rng))
-let b2 = Parameter(Tensor(zeros: [1]))
-let parameters = [w1, b1, w2, b2]
+let trainOptions: [Option] = [
+    Option(name: "model", value: "NAME", help: "Zoo model (`resnet zoo` lists them).", defaultValue: "resnet20"),
+    Option(name: "data", value: "DIR", help: "CIFAR-10 (binary, or cifar-10-binary.tar.gz) or IDX directory; default: the bundled Fashion-MNIST."),
+    Option(name: "epochs", value: "N", help: "Epochs; the learning rate drops 10x at 50% and 75% of the run.", defaultValue: "3"),
+    Option(name: "batch-size", value: "N", help: "Mini-batch size.", defaultValue: "128"),
+    Option(name: "lr", value: "RATE", help: "Initial learning rate.", defaultValue: "0.1"),
+    Option(name: "threads", value: "N", help: "Worker threads (default: all cores)."),
+    Option(name: "seed", value: "N", help: "Seed for weights, shuffling and augmentation.", defaultValue: "0"),
+    Option(name: "out", value: "DIR", help: "Where log.csv, curves.svg and the checkpoints go.", defaultValue: "out"),
+    Option(name: "resume", value: nil, help: "Continue from DIR/checkpoint.safetensors exactly where it stopped."),
+    Option(name: "shortcut", value: "A|B|C", help: "Shortcut option (default: the paper's for the model)."),
+    Option(name: "train-subset", value: "N", help: "Use only the first N training images."),
+    Option(name: "test-subset", value: "N", help: "Use only the first N test images."),
+    Option(name: "json", value: nil, help: "End with one JSON object summarising the run."),
+]
 
-for step in 0...2000 {
-    let tape = Tape()
-    let loss = tape.record {
-        let h = tanh(linear(x, weight: w1.value, bias: b1.value))
-        let diff = linear(h, weight: w2.value, bias: b2.value) - target
-        return mean(diff * diff)
+let commands: [Command] = [
+    Command(name: "train", summary: "Train a zoo model with the paper's recipe (SGD 0.9, wd 1e-4, lr 0.1, multistep), showing progress, logging, checkpointing every epoch.",
+            usage: "train [options]", options: trainOptions),
+    Command(name: "eval", summary: "Test error, per-class error and confusion matrix of a checkpoint.",
+            usage: "eval --checkpoint FILE [options]", options: [
+                Option(name: "checkpoint", value: "FILE", help: "A checkpoint or model file written by `resnet train`."),
+                Option(name: "model", value: "NAME", help: "Model name (default: read from the checkpoint)."),
+                Option(name: "data", value: "DIR", help: "Dataset directory (default: the bundled Fashion-MNIST)."),
+                Option(name: "shortcut", value: "A|B|C", help: "Shortcut option the model was trained with."),
+                Option(name: "threads", value: "N", help: "Worker threads."),
+                Option(name: "json", value: nil, help: "Print the result as JSON."),
+            ]),
+    Command(name: "infer", summary: "Eval-mode forward of the tensor `input` (N,C,H,W) of a safetensors file with torchvision-named weights; writes `logits`.",
+            usage: "infer --model NAME --weights W.safetensors --input X.safetensors --output Y.safetensors", options: [
+                Option(name: "model", value: "NAME", help: "Zoo model."),
+                Option(name: "weights", value: "FILE", help: "State dict (torchvision naming) as safetensors."),
+                Option(name: "input", value: "FILE", help: "Safetensors file with a tensor named `input`."),
+                Option(name: "output", value: "FILE", help: "Where to write `logits`."),
+                Option(name: "shortcut", value: "A|B|C", help: "Shortcut option (default: the paper's)."),
+                Option(name: "v1.5", value: nil, help: "torchvision's stride placement (on the 3x3 of the bottleneck)."),
+                Option(name: "threads", value: "N", help: "Worker threads."),
+            ]),
+    Command(name: "degradation", summary: "The paper's Figure 6 in small: plain and residual nets at two depths, same recipe, error curves in one SVG.",
+            usage: "degradation [options]", options: [
+                Option(name: "depths", value: "A,B", help: "The two depths (6n+2).", defaultValue: "20,56"),
+                Option(name: "data", value: "DIR", help: "Dataset directory (default: the bundled Fashion-MNIST)."),
+                Option(name: "epochs", value: "N", help: "Epochs per network.", defaultValue: "2"),
+                Option(name: "train-subset", value: "N", help: "Training images per epoch.", defaultValue: "20000"),
+                Option(name: "test-subset", value: "N", help: "Test images.", defaultValue: "2000"),
+                Option(name: "batch-size", value: "N", help: "Mini-batch size.", defaultValue: "128"),
+                Option(name: "lr", value: "RATE", help: "Initial learning rate.", defaultValue: "0.1"),
+                Option(name: "threads", value: "N", help: "Worker threads."),
+                Option(name: "seed", value: "N", help: "Seed.", defaultValue: "0"),
+                Option(name: "out", value: "DIR", help: "Output directory.", defaultValue: "out/degradation"),
+            ]),
+    Command(name: "zoo", summary: "The model zoo: every network of the paper with parameters and multiply-adds computed from the built model.",
+            usage: "zoo [--shortcut A|B|C] [--v1.5] [--json]", options: [
+                Option(name: "shortcut", value: "A|B|C", help: "Shortcut option for the residual nets (default: the paper's per model)."),
+                Option(name: "v1.5", value: nil, help: "torchvision's stride placement for the bottleneck nets."),
+                Option(name: "json", value: nil, help: "Print a JSON array of {name, params, macs, input}."),
+            ]),
+]
+
+func topHelp() -> String {
+    var s = "resnet: the networks of \"Deep Residual Learning for Image Recognition\" (He et al. 2015) in pure Swift.\n\nUsage: resnet <command> [options]\n\nCommands:\n"
+    for c in commands { s += "  \(c.name.padding(toLength: 12, withPad: " ", startingAt: 0))\(c.summary)\n" }
+    s += "\n`resnet <command> --help` describes each command's options.\n"
+    return s
+}
+
+func shortcutOption(_ o: ParsedOptions) throws -> ShortcutOption? {
+    guard let s = try o.choice("shortcut", ["A", "B", "C", "a", "b", "c"]) else { return nil }
+    return ShortcutOption(rawValue: s.uppercased())
+}
+
+func run() throws -> Int32 {
+    let args = Array(CommandLine.arguments.dropFirst())
+    guard let first = args.first else { say(topHelp()); return 0 }
+    if first == "--help" || first == "-h" || first == "help" { say(topHelp()); return 0 }
+    guard let command = commands.first(where: { $0.name == first }) else {
+        throw UsageError(message: "unknown command '\(first)'", command: nil)
     }
-    tape.backward(loss)
-    for p in parameters {
-        let g = p.grad!
-        p.update { value in value = withoutTape { value - 0.05 * g } }
-        p.zeroGrad()
+    let o = try ParsedOptions(Array(args.dropFirst()), for: command)
+    if o.flag("help") { say(command.help); return 0 }
+    if let t = try o.int("threads", range: 1...256) { Threading.threadCount = t }
+    switch command.name {
+    case "train": return try trainCommand(o)
+    case "eval": return try evalCommand(o)
+    case "infer": return try inferCommand(o)
+    case "degradation": return try degradationCommand(o)
+    default: return try zooCommand(o)
     }
-    if step % 250 == 0 { print("step \(step)  mse \(loss.scalar)") }
+}
+
+do {
+    exit(try run())
+} catch let e as UsageError {
+    printError("resnet: \(e.message)")
+    printError(e.command.map { "\n" + $0.help } ?? "\n" + topHelp())
+    exit(2)
+} catch {
+    printError("resnet: error: \(error)")
+    exit(1)
 }
