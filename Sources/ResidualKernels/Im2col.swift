@@ -19,27 +19,43 @@ public struct ConvGeometry: Sendable, Equatable {
     public var patchSize: Int { channels * kernelH * kernelW }
 }
 
+/// Output columns `ox` whose input column `ox*stride - pad + kx` lies inside `0..<width`.
+@inline(__always)
+func validRange(_ out: Int, _ size: Int, _ stride: Int, _ pad: Int, _ k: Int) -> Range<Int> {
+    // ox*stride - pad + k >= 0  <=>  ox >= ceil((pad - k) / stride)
+    let lo = max(0, (pad - k + stride - 1) / stride)
+    // ox*stride - pad + k <= size - 1  <=>  ox <= floor((size - 1 + pad - k) / stride)
+    let hiNumerator = size - 1 + pad - k
+    let hi = hiNumerator < 0 ? 0 : min(out, hiNumerator / stride + 1)
+    return lo..<max(lo, hi)
+}
+
 /// Unfolds one image `x[C, H, W]` into `col[C*kh*kw, outH*outW]` (zeros where the window hangs over
-/// the padding), so a convolution becomes one GEMM with the `[O, C*kh*kw]` weight matrix.
+/// the padding), so a convolution becomes one GEMM with the `[O, C*kh*kw]` weight matrix. Each row of
+/// `col` is a copy of (strided) input rows with zero margins: the valid column range is computed
+/// once per kernel offset, so the inner loop has no bounds tests (a plain copy when stride is 1).
 public func im2col(_ g: ConvGeometry, _ x: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
     let oh = g.outH, ow = g.outW
     var row = 0
     for c in 0..<g.channels {
         let xc = x + c * g.height * g.width
         for ky in 0..<g.kernelH {
+            let rows = validRange(oh, g.height, g.strideH, g.padH, ky)
             for kx in 0..<g.kernelW {
+                let cols = validRange(ow, g.width, g.strideW, g.padW, kx)
                 let dst = col + row * oh * ow
-                for oy in 0..<oh {
-                    let iy = oy * g.strideH - g.padH + ky
+                if rows.lowerBound > 0 { dst.update(repeating: 0, count: rows.lowerBound * ow) }
+                if rows.upperBound < oh { (dst + rows.upperBound * ow).update(repeating: 0, count: (oh - rows.upperBound) * ow) }
+                for oy in rows {
                     let d = dst + oy * ow
-                    if iy < 0 || iy >= g.height {
-                        d.update(repeating: 0, count: ow)
-                        continue
-                    }
-                    let src = xc + iy * g.width
-                    for ox in 0..<ow {
-                        let ix = ox * g.strideW - g.padW + kx
-                        d[ox] = (ix >= 0 && ix < g.width) ? src[ix] : 0
+                    let src = xc + (oy * g.strideH - g.padH + ky) * g.width + kx - g.padW
+                    if cols.lowerBound > 0 { d.update(repeating: 0, count: cols.lowerBound) }
+                    if cols.upperBound < ow { (d + cols.upperBound).update(repeating: 0, count: ow - cols.upperBound) }
+                    if g.strideW == 1 {
+                        (d + cols.lowerBound).update(from: src + cols.lowerBound, count: cols.count)
+                    } else {
+                        let s = g.strideW
+                        for ox in cols { d[ox] = src[ox * s] }
                     }
                 }
                 row += 1
@@ -56,16 +72,18 @@ public func col2im(_ g: ConvGeometry, _ col: UnsafePointer<Float>, _ x: UnsafeMu
     for c in 0..<g.channels {
         let xc = x + c * g.height * g.width
         for ky in 0..<g.kernelH {
+            let rows = validRange(oh, g.height, g.strideH, g.padH, ky)
             for kx in 0..<g.kernelW {
+                let cols = validRange(ow, g.width, g.strideW, g.padW, kx)
                 let src = col + row * oh * ow
-                for oy in 0..<oh {
-                    let iy = oy * g.strideH - g.padH + ky
-                    if iy < 0 || iy >= g.height { continue }
-                    let d = xc + iy * g.width
-                    let s = src + oy * ow
-                    for ox in 0..<ow {
-                        let ix = ox * g.strideW - g.padW + kx
-                        if ix >= 0 && ix < g.width { d[ix] += s[ox] }
+                for oy in rows {
+                    let d = xc + (oy * g.strideH - g.padH + ky) * g.width + kx - g.padW
+                    let sp = src + oy * ow
+                    if g.strideW == 1 {
+                        axpy(cols.count, 1, sp + cols.lowerBound, d + cols.lowerBound)
+                    } else {
+                        let s = g.strideW
+                        for ox in cols { d[ox * s] += sp[ox] }
                     }
                 }
                 row += 1
