@@ -51,6 +51,9 @@ public func readTar(_ data: [UInt8], file: String = "<memory>") throws(DataError
         }
         let body = Array(data[start..<(start + size)])
         offset = start + (size + 511) / 512 * 512
+        guard offset <= data.count else {
+            throw DataError(.truncated, file: file, offset: data.count, "tar entry '\(name)' is not padded to a 512-byte block: the archive is cut short")
+        }
         switch type {
         case UInt8(ascii: "L"):
             longName = String(decoding: body.prefix { $0 != 0 }, as: UTF8.self)
@@ -60,7 +63,6 @@ public func readTar(_ data: [UInt8], file: String = "<memory>") throws(DataError
         default:
             longName = nil    // directories, links, pax headers: nothing to read
         }
-        if offset > data.count { offset = data.count }
     }
     return entries
 }
