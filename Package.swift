@@ -43,6 +43,7 @@ let package = Package(
         .target(name: "ResidualTestSupport", dependencies: ["ResidualAutodiff"], swiftSettings: native),
 
         .executableTarget(name: "resnet", dependencies: ["Residual"], path: "Examples/resnet", swiftSettings: native),
+        .executableTarget(name: "CustomNetwork", dependencies: ["Residual"], path: "Examples/CustomNetwork", swiftSettings: native),
         .executableTarget(name: "bench", dependencies: ["Residual"], path: "Benchmarks/bench", swiftSettings: native),
 
         .testTarget(name: "ResidualKernelsTests", dependencies: ["ResidualKernels"], swiftSettings: native),

@@ -58,3 +58,48 @@ public func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
     }
     return maxRef == 0 ? maxDiff : maxDiff / maxRef
 }
+
+/// The deterministic weights of the whole-network fixtures (the same formula as
+/// `scripts/make_fixtures.py`'s `fixture_value`): element i of tensor `name` is
+/// u = (splitmix64(fnv1a64(name) + i) >> 40) · 2⁻²³ − 1, exact in Float, then scaled by the
+/// tensor's role (conv/linear weight: √(3/fan_in); BN gamma 1 + u/4; biases and running means u/10;
+/// running variances 1 + u/2).
+public enum FixtureWeights {
+    static func fnv1a64(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01B3 }
+        return h
+    }
+
+    static func splitmix64(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public static func value(_ name: String, _ shape: [Int]) -> Tensor {
+        let n = shape.reduce(1, *)
+        let seed = fnv1a64(name)
+        let leaf = name.split(separator: ".").last.map(String.init) ?? name
+        let fanIn = shape.count > 1 ? shape[1...].reduce(1, *) : 1
+        let scale = Float((3.0 / Double(max(fanIn, 1))).squareRoot())
+        return Tensor(shape: shape) { out in
+            for i in 0..<n {
+                let u = Float(splitmix64(seed &+ UInt64(i)) >> 40) * 0x1p-23 - 1
+                switch leaf {
+                case "running_var": out[i] = 1 + 0.5 * u
+                case "running_mean": out[i] = 0.1 * u
+                case "weight" where shape.count == 1: out[i] = 1 + 0.25 * u
+                case "bias": out[i] = 0.1 * u
+                default: out[i] = scale * u
+                }
+            }
+        }
+    }
+
+    /// Sampled indices the generator used for a parameter's gradient.
+    public static func sampleIndices(_ name: String, count n: Int) -> [Int] {
+        Array(Set((0..<16).map { Int(splitmix64(fnv1a64(name) &+ UInt64($0)) % UInt64(n)) })).sorted()
+    }
+}

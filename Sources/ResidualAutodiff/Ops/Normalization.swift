@@ -82,14 +82,27 @@ public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsil
                 parallelFor(c) { channels in
                     for ch in channels {
                         let mu = pm.value[ch], inv = pi.value[ch]
+                        // Σ dy and Σ dy·(x − μ). Centring before the product matters: the shortcut
+                        // Σ dy·x − μ Σ dy cancels catastrophically when |μ| ≫ σ (deep train-mode nets
+                        // then lose three digits of their gradients).
                         var sdy: Float = 0, sdyx: Float = 0
+                        let vmu = Vec(repeating: mu)
                         for i in 0..<n {
                             let off = (i * c + ch) * spatial
-                            sdy += sum(spatial, pg.value + off)
-                            sdyx += dot(spatial, pg.value + off, px.value + off)
+                            let gp = pg.value + off, xp = px.value + off
+                            var a0 = Vec(), a1 = Vec()
+                            var j = 0
+                            while j + 16 <= spatial {
+                                let dy = UnsafeRawPointer(gp + j).loadUnaligned(as: Vec.self)
+                                let xc = UnsafeRawPointer(xp + j).loadUnaligned(as: Vec.self) - vmu
+                                a0 += dy; a1 = a1.addingProduct(dy, xc); j += 16
+                            }
+                            var s0 = a0.sum(), s1 = a1.sum()
+                            while j < spatial { s0 += gp[j]; s1 += gp[j] * (xp[j] - mu); j += 1 }
+                            sdy += s0; sdyx += s1
                         }
-                        // Σ dy·x̂ = inv·(Σ dy·x − μ Σ dy)
-                        let dgamma = inv * (sdyx - mu * sdy), dbeta = sdy
+                        // Σ dy·x̂ = inv · Σ dy·(x − μ)
+                        let dgamma = inv * sdyx, dbeta = sdy
                         pgw.value[ch] = dgamma; pgb.value[ch] = dbeta
                         let gamma = pwc?.value[ch] ?? 1
                         // dx = γ·inv·(dy − dβ/M − x̂·dγ/M), with x̂ = (x − μ)·inv
