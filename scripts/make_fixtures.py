@@ -145,30 +145,198 @@ def layers():
     fn = lambda x: F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 8, 8))
     y, r, grads = with_grads(fn, [x], gen)
     w.case("shortcut_option_a", dict(planes=32), input=x, output=y, grad_output=r, grad_input=grads[0])
+    layer_edge_cases(w)
+    blocks(w)
     w.save("layers.safetensors")
 
 
+def layer_edge_cases(w):
+    """Conventions a random input never meets: ReLU at exactly 0 (PyTorch's gradient there is 0) and
+    max pooling with ties (PyTorch's gradient goes to the first maximum of the window in row-major
+    order; ties are common after a ReLU) and windows that hang over the padding."""
+    gen = torch.Generator().manual_seed(4321)
+    x = torch.randint(-2, 3, (2, 3, 4, 5), generator=gen).float()     # many exact zeros
+    y, r, grads = with_grads(F.relu, [x], gen)
+    w.case("relu_zeros", {}, input=x, output=y, grad_output=r, grad_input=grads[0])
+    for name, (k, s, p) in [("maxpool_k3s2p1_ties", (3, 2, 1)), ("maxpool_k2s2p0_ties", (2, 2, 0))]:
+        x = torch.randint(-1, 2, (2, 3, 9, 8), generator=gen).float()
+        y, r, grads = with_grads(lambda x: F.max_pool2d(x, k, s, p), [x], gen)
+        w.case(name, dict(k=k, s=s, p=p), input=x, output=y, grad_output=r, grad_input=grads[0])
+
+
+
+class ZeroPadShortcut(torch.nn.Module):
+    """The paper's option A as a torchvision `downsample`: stride-s subsampling, zero-padded channels
+    (half before, half after). No parameters, so the block's state dict is torchvision's minus
+    `downsample.*`."""
+    def __init__(self, stride, extra):
+        super().__init__()
+        self.stride, self.extra = stride, extra
+
+    def forward(self, x):
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+
+
+def fill_random(model, gen):
+    """torch-random weights at trainable scales: conv weights U(-1, 1) * sqrt(3 / fan_in), BN gamma
+    U(0.5, 1.5), beta and running mean U(-0.3, 0.3), running variance U(0.5, 2)."""
+    import math
+    with torch.no_grad():
+        for k, v in model.state_dict().items():
+            leaf = k.rsplit(".", 1)[-1]
+            if leaf == "num_batches_tracked":
+                continue
+            if leaf == "weight" and v.dim() > 1:
+                t = rand(gen, *v.shape) * math.sqrt(3.0 / (v[0].numel()))
+            elif leaf == "weight":
+                t = rand(gen, *v.shape, lo=0.5, hi=1.5)
+            elif leaf == "running_var":
+                t = rand(gen, *v.shape, lo=0.5, hi=2.0)
+            else:
+                t = rand(gen, *v.shape, lo=-0.3, hi=0.3)
+            v.copy_(t)
+
+
+def conv_noise_hooks(model, noise, gen):
+    """Multiplies every convolution output by (1 + noise * N(0, 1)): a stand-in for float32 rounding."""
+    return [mod.register_forward_hook(
+        lambda m, inp, out: out * (1 + noise * torch.randn(out.shape, generator=gen, dtype=out.dtype)))
+        for mod in model.modules() if isinstance(mod, torch.nn.Conv2d)]
+
+
+def blocks(w):
+    """The zoo's residual blocks as layers: every shortcut option (A zero-padded identity, B
+    projection where dimensions grow, C projection everywhere, none = plain), basic and bottleneck,
+    v1 (stride on the first 1x1) and v1.5 (stride on the 3x3), in train and eval mode. torchvision's
+    own BasicBlock/Bottleneck classes (option A: a parameter-free `downsample`), so the state dicts
+    carry torchvision's names. Each case stores the float32 state dict, and per mode the output, the
+    gradients of sum(output * R) with respect to the input and every parameter, and (train) the
+    running statistics after the forward. The draw is repeated until no ReLU input lies within
+    1e-4 (relative to the tensor's max) of the kink, so the element-wise 1e-3 gradient comparison is
+    well conditioned; the measured sensitivity (worst relative change of any output or gradient when
+    every convolution output is perturbed by 4e-6 relative noise) is stored and must stay below 1e-4."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    gen = torch.Generator().manual_seed(2015)
+
+    def proj(cin, cout, stride):
+        return torch.nn.Sequential(torch.nn.Conv2d(cin, cout, 1, stride, bias=False), torch.nn.BatchNorm2d(cout))
+
+    def bottleneck(cin, planes, stride, shortcut, v15):
+        out = planes * 4
+        down = None
+        if shortcut == "C" or (shortcut == "B" and (stride != 1 or cin != out)):
+            down = proj(cin, out, stride)
+        elif shortcut == "A" and (stride != 1 or cin != out):
+            down = ZeroPadShortcut(stride, out - cin)
+        b = Bottleneck(cin, planes, stride, down)
+        if not v15 and stride != 1:
+            b.conv1.stride, b.conv2.stride = (stride, stride), (1, 1)
+        return b
+
+    def basic(cin, planes, stride, shortcut):
+        if shortcut == "none":
+            return CifarBlock(cin, planes, stride, residual=False)
+        down = None
+        if shortcut == "C" or (shortcut == "B" and (stride != 1 or cin != planes)):
+            down = proj(cin, planes, stride)
+        elif shortcut == "A" and (stride != 1 or cin != planes):
+            down = ZeroPadShortcut(stride, planes - cin)
+        return BasicBlock(cin, planes, stride, down)
+
+    cases = [
+        ("block_basic_A_s2", dict(kind="basic", cin=8, planes=16, stride=2, shortcut="A"), (2, 8, 8, 8)),
+        ("block_basic_A_s1", dict(kind="basic", cin=8, planes=8, stride=1, shortcut="A"), (2, 8, 5, 6)),
+        ("block_basic_none_s2", dict(kind="basic", cin=8, planes=16, stride=2, shortcut="none"), (2, 8, 6, 6)),
+        ("block_basic_B_s2", dict(kind="basic", cin=8, planes=16, stride=2, shortcut="B"), (2, 8, 7, 7)),
+        ("block_basic_C_s1", dict(kind="basic", cin=8, planes=8, stride=1, shortcut="C"), (2, 8, 5, 5)),
+        ("block_bottleneck_B_s2_v1", dict(kind="bottleneck", cin=16, planes=8, stride=2, shortcut="B", v15=False), (2, 16, 6, 6)),
+        ("block_bottleneck_B_s2_v15", dict(kind="bottleneck", cin=16, planes=8, stride=2, shortcut="B", v15=True), (2, 16, 7, 7)),
+        ("block_bottleneck_B_s1_grow", dict(kind="bottleneck", cin=8, planes=4, stride=1, shortcut="B", v15=True), (2, 8, 5, 5)),
+        ("block_bottleneck_A_s2_v1", dict(kind="bottleneck", cin=8, planes=4, stride=2, shortcut="A", v15=False), (2, 8, 6, 6)),
+        ("block_bottleneck_C_s1", dict(kind="bottleneck", cin=16, planes=4, stride=1, shortcut="C", v15=True), (2, 16, 4, 5)),
+    ]
+    for name, q, shape in cases:
+        for attempt in range(50):
+            model = (bottleneck(q["cin"], q["planes"], q["stride"], q["shortcut"], q["v15"]) if q["kind"] == "bottleneck"
+                     else basic(q["cin"], q["planes"], q["stride"], q["shortcut"])).double()
+            fill_random(model, gen)
+            x = rand(gen, *shape)
+            closest = min(((z.abs() / z.abs().max()).min().item()
+                           for train in (False, True) for _, z in relu_inputs(model, x.double(), train)))
+            if closest >= 1e-4:
+                break
+        else:
+            raise RuntimeError(f"{name}: no kink-free draw")
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        tensors = {f"state.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+        tensors["input"] = x
+        worst = 0.0
+        for mode in ("eval", "train"):
+            r = None
+            results = []
+            for noise in (0.0, 4e-6):
+                model.load_state_dict(state)
+                model.zero_grad()
+                model.train(mode == "train")
+                hooks = conv_noise_hooks(model, noise, gen) if noise else []
+                xi = x.double().requires_grad_(True)
+                y = model(xi)
+                if r is None:
+                    r = rand(gen, *y.shape)
+                (y * r.double()).sum().backward()
+                for h in hooks:
+                    h.remove()
+                out = {"output": y.detach().clone(), "grad_input": xi.grad.clone()}
+                out.update({f"grad.{k}": p.grad.clone() for k, p in model.named_parameters()})
+                if mode == "train":
+                    out.update({f"new.{k}": b.clone() for k, b in model.named_buffers() if "running" in k})
+                results.append(out)
+            clean, noisy = results
+            worst = max([worst] + [((noisy[k] - clean[k]).abs().max() / clean[k].abs().max()).item() for k in clean])
+            tensors.update({f"{mode}.{k}": v for k, v in clean.items()})
+            tensors[f"{mode}.grad_output"] = r
+        assert worst < 1e-4, f"{name}: sensitivity {worst}"
+        print(f"{name}: closest ReLU input {closest:.1e} (draw {attempt}), sensitivity {worst:.1e}")
+        w.case(name, dict(q, closest_relu_input=closest, sensitivity=worst), **tensors)
+
 def optimizers():
+    """Three steps of each optimizer from the same start and gradients. The `_schedule` cases change
+    the learning rate between steps, as a schedule does: with a constant rate PyTorch's momentum form
+    (buf = mu * buf + g; p -= lr * buf) and the lr-inside form (v = mu * v + lr * g; p -= v) give the
+    same iterates, so only a changing rate tells them apart. The `_betas_eps` cases use non-default
+    betas and a large eps, so swapped betas, a missing bias correction or eps inside the square root
+    move the result far beyond 1e-6."""
     w = Writer()
     gen = torch.Generator().manual_seed(99)
     configs = [
-        ("sgd_momentum_wd", torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4)),
-        ("sgd_nesterov_wd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)),
-        ("sgd_plain", torch.optim.SGD, dict(lr=0.1)),
-        ("adam", torch.optim.Adam, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3)),
-        ("adamw", torch.optim.AdamW, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2)),
+        ("sgd_momentum_wd", torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4), None),
+        ("sgd_nesterov_wd", torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4), None),
+        ("sgd_plain", torch.optim.SGD, dict(lr=0.1), None),
+        ("adam", torch.optim.Adam, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3), None),
+        ("adamw", torch.optim.AdamW, dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2), None),
+        ("sgd_momentum_wd_schedule", torch.optim.SGD, dict(lr=0.1, momentum=0.9, weight_decay=1e-4), [0.1, 0.01, 0.05]),
+        ("sgd_nesterov_wd_schedule", torch.optim.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-3),
+         [0.1, 0.02, 0.2]),
+        ("sgd_plain_wd_schedule", torch.optim.SGD, dict(lr=0.1, weight_decay=1e-2), [0.1, 0.5, 0.01]),
+        ("adam_betas_eps", torch.optim.Adam, dict(lr=0.05, betas=(0.8, 0.99), eps=0.1, weight_decay=1e-2), [0.05, 0.01, 0.02]),
+        ("adamw_betas_eps", torch.optim.AdamW, dict(lr=0.05, betas=(0.5, 0.9), eps=1e-2, weight_decay=0.1), [0.05, 0.1, 0.02]),
     ]
-    for name, cls, kw in configs:
+    for name, cls, kw, lrs in configs:
         p0 = rand(gen, 3, 5)
         g1, g2, g3 = rand(gen, 3, 5), rand(gen, 3, 5), rand(gen, 3, 5)
         p = p0.double().clone().requires_grad_(True)
         opt = cls([p], **kw)
         out = {}
         for i, g in enumerate([g1, g2, g3], 1):
+            if lrs:
+                for group in opt.param_groups:
+                    group["lr"] = lrs[i - 1]
             p.grad = g.double().clone()
             opt.step()
             out[f"param_after_step{i}"] = p.detach().clone()
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kw.items()}
+        if lrs:
+            params["lrs"] = lrs
         w.case(name, dict(optimizer=cls.__name__, **params), param=p0, grad_step1=g1, grad_step2=g2, grad_step3=g3, **out)
     w.save("optimizers.safetensors")
 

@@ -45,18 +45,35 @@ public struct ReferenceCases: Sendable {
 }
 
 /// max |a − b| / max |b|: the relative error measure of the parity tests.
+///
+/// A non-finite value anywhere (NaN or ±∞ in `a` that `b` does not have at the same place) gives
+/// `.infinity`: `Swift.max(x, .nan)` returns `x`, so a naive running maximum would silently skip a
+/// NaN and let a broken kernel pass.
 public func relativeError(_ a: Tensor, _ b: Tensor) -> Float {
     precondition(a.shape == b.shape, "relativeError: \(describe(a.shape)) vs \(describe(b.shape))")
     var maxDiff: Float = 0, maxRef: Float = 0
+    var nonFinite = false
     a.withUnsafeBufferPointer { pa in
         b.withUnsafeBufferPointer { pb in
             for i in 0..<pa.count {
+                guard pa[i].isFinite && pb[i].isFinite else {
+                    if !(pa[i] == pb[i]) { nonFinite = true }   // equal infinities agree; NaN never does
+                    continue
+                }
                 maxDiff = max(maxDiff, abs(pa[i] - pb[i]))
                 maxRef = max(maxRef, abs(pb[i]))
             }
         }
     }
+    if nonFinite { return .infinity }
     return maxRef == 0 ? maxDiff : maxDiff / maxRef
+}
+
+/// Prints `parity <label> <error>` when the environment sets `RESIDUAL_PARITY_LOG` (used to
+/// collect the measured errors that docs/Testing.md reports); silent otherwise.
+public func logParity(_ label: String, _ error: Float) {
+    guard ProcessInfo.processInfo.environment["RESIDUAL_PARITY_LOG"] != nil else { return }
+    print("parity \(label) \(error)")
 }
 
 /// The deterministic weights of the whole-network fixtures (the same formula as

@@ -7,26 +7,36 @@ import ResidualTestSupport
     static let cases: ReferenceCases = try! ReferenceCases(contentsOf: URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().appendingPathComponent("Fixtures/optimizers.safetensors"))
 
-    /// Three steps of each optimizer against torch.optim (float64 reference), within 1e-6.
-    @Test(arguments: ["sgd_momentum_wd", "sgd_nesterov_wd", "sgd_plain", "adam", "adamw"])
+    /// Three steps of each optimizer against torch.optim (float64 reference), within 1e-6. The
+    /// `_schedule` cases change the learning rate between steps (only then does PyTorch's momentum
+    /// form differ from the lr-inside-the-buffer form); `_betas_eps` use non-default betas and a
+    /// large eps (where eps sits relative to the square root and the bias correction matter).
+    @Test(arguments: ["sgd_momentum_wd", "sgd_nesterov_wd", "sgd_plain", "adam", "adamw",
+                      "sgd_momentum_wd_schedule", "sgd_nesterov_wd_schedule", "sgd_plain_wd_schedule",
+                      "adam_betas_eps", "adamw_betas_eps"])
     func matchesPyTorch(_ name: String) {
         let c = Self.cases, q = c.parameters(name)
         let p = Parameter(c["\(name).param"])
         let lr = Float(q["lr"] as! Double), wd = Float(q["weight_decay"] as? Double ?? 0)
+        let betas = (q["betas"] as? [Double] ?? [0.9, 0.999]).map { Float($0) }
+        let eps = Float(q["eps"] as? Double ?? 1e-8)
         let optimizer: any Optimizer
         switch q["optimizer"] as! String {
         case "SGD":
             optimizer = SGD([p], learningRate: lr, momentum: Float(q["momentum"] as? Double ?? 0), weightDecay: wd,
                             nesterov: q["nesterov"] as? Bool ?? false)
         case "Adam":
-            optimizer = Adam([p], learningRate: lr, weightDecay: wd)
+            optimizer = Adam([p], learningRate: lr, beta1: betas[0], beta2: betas[1], epsilon: eps, weightDecay: wd)
         default:
-            optimizer = AdamW([p], learningRate: lr, weightDecay: wd)
+            optimizer = AdamW([p], learningRate: lr, beta1: betas[0], beta2: betas[1], epsilon: eps, weightDecay: wd)
         }
+        let rates = (q["lrs"] as? [Double])?.map { Float($0) }
         for step in 1...3 {
+            if let rates { optimizer.learningRate = rates[step - 1] }
             p.grad = c["\(name).grad_step\(step)"]
             optimizer.step()
             let e = relativeError(p.data, c["\(name).param_after_step\(step)"])
+            logParity("\(name).step\(step)", e)
             #expect(e < 1e-6, "\(name) step \(step): relative error \(e)")
         }
     }
