@@ -80,6 +80,9 @@ public struct Dataset: Sendable {
         let lb = try IDXArray(labels, file: labelsFile)
         guard im.shape.count == 3 else { throw DataError(.badDimensions, file: imagesFile, offset: 3, "images must be N x H x W, found \(im.shape)") }
         guard lb.shape.count == 1 else { throw DataError(.badDimensions, file: labelsFile, offset: 3, "labels must be a vector, found \(lb.shape)") }
+        guard im.shape.allSatisfy({ $0 > 0 }) else {
+            throw DataError(.badDimensions, file: imagesFile, offset: 4, "the IDX file holds no images (dimensions \(im.shape))")
+        }
         guard im.shape[0] == lb.shape[0] else {
             throw DataError(.badDimensions, file: labelsFile, offset: 4, "\(lb.shape[0]) labels for \(im.shape[0]) images in \(imagesFile)")
         }
@@ -134,7 +137,9 @@ extension Dataset {
                 let u = directory.appendingPathComponent(name)
                 if FileManager.default.fileExists(atPath: u.path) { return u }
             }
-            throw DataError(.notFound, file: directory.path, "no \(prefix) \(kind) IDX file (e.g. \(prefix)-\(kind)-idx\(kind == "images" ? 3 : 1)-ubyte.gz)")
+            throw DataError(.notFound, file: directory.path,
+                            "found neither CIFAR-10 (cifar-10-binary.tar.gz, data_batch_1..5.bin, test_batch.bin) "
+                            + "nor the IDX file \(prefix)-\(kind)-idx\(kind == "images" ? 3 : 1)-ubyte[.gz]")
         }
         let iu = try find("images"), lu = try find("labels")
         return try idx(images: try readFile(iu), labels: try readFile(lu), imagesFile: iu.path, labelsFile: lu.path, classNames: classNames)
@@ -145,6 +150,9 @@ extension Dataset {
     /// `cifar-10-batches-bin/`), or a directory holding `cifar-10-binary.tar.gz`.
     public static func load(directory: URL, train: Bool) throws(DataError) -> Dataset {
         let fm = FileManager.default
+        guard fm.fileExists(atPath: directory.path) else {
+            throw DataError(.notFound, file: directory.path, "no such file or directory")
+        }
         let tarball = directory.appendingPathComponent("cifar-10-binary.tar.gz")
         if fm.fileExists(atPath: tarball.path) || directory.pathExtension == "gz" && directory.lastPathComponent.contains("cifar") {
             let url = fm.fileExists(atPath: tarball.path) ? tarball : directory

@@ -186,7 +186,7 @@ struct Inflater {
         position += 4
         guard position + len <= input.count else { throw .truncated }
         try reserve(len)
-        for k in 0..<len { out[outCount + k] = input[position + k] }
+        if len > 0 { UnsafeMutableRawPointer(out + outCount).copyMemory(from: input.baseAddress! + position, byteCount: len) }
         outCount += len
         position += len
     }
@@ -257,7 +257,8 @@ public func gunzip(_ data: [UInt8], file: String = "<memory>", maximumOutput: In
                 let member = try gunzipMember(raw, at: offset, file: file, maximumOutput: maximumOutput - out.count)
                 out.append(contentsOf: member.bytes)
                 offset = member.end
-                // Trailing zero bytes (padding some tools add) end the stream.
+                // Trailing zero bytes (padding some tools add) end the stream; anything else must be
+                // another member (gunzipMember then reports a bad magic at `offset`).
                 if raw[offset...].allSatisfy({ $0 == 0 }) { break }
             } while offset < raw.count
         } catch {
@@ -273,11 +274,13 @@ private func gunzipMember(_ raw: UnsafeRawBufferPointer, at start: Int, file: St
     func need(_ n: Int, _ at: Int, _ what: String) throws(DataError) {
         if at + n > raw.count { throw DataError(.truncated, file: file, offset: at, "file ends inside the \(what)") }
     }
-    try need(10, start, "gzip header (10 bytes)")
+    try need(2, start, "gzip header (10 bytes)")
     guard raw[start] == 0x1F && raw[start + 1] == 0x8B else {
         throw DataError(.badMagic, file: file, offset: start,
-                        "expected the gzip magic 1f 8b, found \(hex(raw[start])) \(hex(raw[start + 1]))")
+                        "expected the gzip magic 1f 8b\(start > 0 ? " (another member, or trailing garbage)" : ""), "
+                        + "found \(hex(raw[start])) \(hex(raw[start + 1]))")
     }
+    try need(10, start, "gzip header (10 bytes)")
     guard raw[start + 2] == 8 else {
         throw DataError(.unsupported, file: file, offset: start + 2, "compression method \(raw[start + 2]) is not deflate (8)")
     }
@@ -308,9 +311,13 @@ private func gunzipMember(_ raw: UnsafeRawBufferPointer, at start: Int, file: St
         }
         p += 2
     }
-    // ISIZE (mod 2^32) sizes the output buffer; it is only a hint until verified.
+    // ISIZE (mod 2^32) sizes the output buffer; it is only a hint until verified. DEFLATE expands
+    // at most 1032:1 (a 258-byte match costs at least 2 bits), so a small corrupt file whose last
+    // four bytes claim 4 GB does not get a 4 GB buffer: the hint is capped by what the remaining
+    // compressed bytes could possibly produce.
     let hint = raw.count >= 4 ? Int(raw.loadUnaligned(fromByteOffset: raw.count - 4, as: UInt32.self).littleEndian) : 0
-    var inflater = Inflater(raw, start: p, expectedSize: min(hint, 1 << 30), outputLimit: maximumOutput)
+    let possible = (raw.count - p) * 1032
+    var inflater = Inflater(raw, start: p, expectedSize: min(hint, possible, 1 << 30), outputLimit: maximumOutput)
     do throws(Inflater.InflateError) {
         try inflater.run()
     } catch {

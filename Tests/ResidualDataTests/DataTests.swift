@@ -4,6 +4,12 @@ import ResidualData
 
 let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
 func fixture(_ name: String) -> [UInt8] { [UInt8](try! Data(contentsOf: fixtures.appendingPathComponent(name))) }
+/// A file of the bundled Fashion-MNIST, as distributed (gzip-compressed IDX).
+func bundled(_ name: String) -> [UInt8] {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Sources/ResidualData/Resources/fashion-mnist")
+    return [UInt8](try! Data(contentsOf: dir.appendingPathComponent(name)))
+}
 
 /// Expects `body` to throw a DataError of `kind`; returns it for further checks.
 @discardableResult
@@ -19,53 +25,6 @@ func expectDataError(_ kind: DataError.Kind, sourceLocation: SourceLocation = #_
         Issue.record("unexpected error \(error)", sourceLocation: sourceLocation)
     }
     return nil
-}
-
-@Suite struct GzipTests {
-    @Test(arguments: ["gzip-level0.gz", "gzip-level9.gz", "gzip-two-members.gz", "gzip-header-fields.gz"])
-    func decodesEveryVariant(_ name: String) throws {
-        #expect(try gunzip(fixture(name), file: name) == fixture("payload.bin"))
-    }
-
-    @Test func crc32KnownValues() {
-        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
-        #expect(CRC32.checksum([]) == 0)
-        #expect(CRC32.checksum(fixture("payload.bin")) == 4_276_859_450)
-    }
-
-    @Test func truncatedAnywhereThrows() {
-        let good = fixture("gzip-level9.gz")
-        for cut in [0, 1, 5, 10, 12, 40, good.count / 2, good.count - 9, good.count - 4, good.count - 1] {
-            #expect(throws: DataError.self, "cut at \(cut)") { try gunzip(Array(good[0..<cut]), file: "cut") }
-        }
-        expectDataError(.truncated) { _ = try gunzip(Array(good[0..<(good.count - 4)]), file: "t") }
-    }
-
-    @Test func damagedBytesThrow() {
-        let good = fixture("gzip-level9.gz")
-        var magic = good; magic[0] = 0x1E
-        let e = expectDataError(.badMagic) { _ = try gunzip(magic, file: "bad.gz") }
-        #expect(e?.description.contains("bad.gz") == true && e?.description.contains("1e 8b") == true)
-        var crc = good; crc[crc.count - 8] ^= 0xFF
-        expectDataError(.badChecksum) { _ = try gunzip(crc, file: "crc.gz") }
-        var size = good; size[size.count - 1] ^= 0x01
-        expectDataError(.corrupt) { _ = try gunzip(size, file: "size.gz") }
-        var method = good; method[2] = 7
-        expectDataError(.unsupported) { _ = try gunzip(method, file: "m.gz") }
-        var header = fixture("gzip-header-fields.gz"); header[14] ^= 0x40   // inside FEXTRA, covered by FHCRC
-        expectDataError(.badChecksum) { _ = try gunzip(header, file: "h.gz") }
-        // Every single-byte corruption of the compressed stream is caught (by the decoder or the CRC).
-        for i in stride(from: 10, to: good.count - 8, by: 7) {
-            var bad = good; bad[i] ^= 0x55
-            #expect(throws: DataError.self, "flip at \(i)") { try gunzip(bad, file: "flip") }
-        }
-    }
-
-    @Test func realFileInflatesWithMatchingCRC() throws {
-        let data = try Dataset.fashionMNIST(train: false)
-        #expect(data.count == 10_000 && data.height == 28 && data.width == 28 && data.channels == 1)
-        #expect(Array(data.labels.prefix(10)) == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7])
-    }
 }
 
 @Suite struct ReaderTests {
@@ -114,71 +73,142 @@ func expectDataError(_ kind: DataError.Kind, sourceLocation: SourceLocation = #_
         let labels: [UInt8] = [0, 0, 8, 1, 0, 0, 0, 2, 3, 12]
         let images = header + [UInt8](repeating: 0, count: 8)
         expectDataError(.corrupt) { _ = try Dataset.idx(images: images, labels: labels, classNames: Dataset.fashionMNISTClasses) }
+        // No images at all: a valid IDX file, but not a dataset.
+        let none: [UInt8] = [0, 0, 8, 3, 0, 0, 0, 0, 0, 0, 0, 28, 0, 0, 0, 28]
+        expectDataError(.badDimensions) {
+            _ = try Dataset.idx(images: none, labels: [0, 0, 8, 1, 0, 0, 0, 0], classNames: Dataset.fashionMNISTClasses)
+        }
     }
 
-    @Test func tarDamaged() throws {
-        let tar = try gunzip(fixture("tarball/cifar-10-binary.tar.gz"))
-        #expect(try readTar(tar).map(\.name) == ["cifar-10-batches-bin/batches.meta.txt", "cifar-10-batches-bin/test_batch.bin"])
-        var bad = tar; bad[10] ^= 0x20
-        expectDataError(.badChecksum) { _ = try readTar(bad, file: "bad.tar") }
-        expectDataError(.truncated) { _ = try readTar(Array(tar.prefix(700)), file: "short.tar") }
-        expectDataError(.truncated) { _ = try readTar(Array(tar.prefix(300)), file: "short.tar") }
+    /// The real test files, decompressed, with damaged headers and wrong sizes.
+    @Test func idxRealFilesDamaged() throws {
+        let labels = try gunzip(bundled("t10k-labels-idx1-ubyte.gz"))
+        let images = try gunzip(bundled("t10k-images-idx3-ubyte.gz"))
+        #expect(try IDXArray(labels).shape == [10_000] && IDXArray(images).shape == [10_000, 28, 28])
+        func with(_ b: [UInt8], _ at: Int, _ v: [UInt8]) -> [UInt8] { var b = b; b.replaceSubrange(at..<(at + v.count), with: v); return b }
+        // Count one higher than the data: truncated, with the sizes in the message.
+        let e = expectDataError(.truncated) { _ = try IDXArray(with(labels, 4, [0, 0, 0x27, 0x11]), file: "labels") }
+        #expect(e?.description == "labels: IDX dimensions [10001] need 10001 data bytes, the file has 10000 (at byte 10008)")
+        expectDataError(.corrupt) { _ = try IDXArray(with(labels, 4, [0, 0, 0x27, 0x0F])) }
+        // 2^31 images claimed by the real header: rejected from the header alone.
+        expectDataError(.truncated) { _ = try IDXArray(with(labels, 4, [0x80, 0, 0, 0])) }
+        let absurd = expectDataError(.badDimensions) { _ = try IDXArray(with(images, 4, [0x80, 0, 0, 0]), file: "images") }
+        #expect(absurd?.offset == 8)    // where the product of the dimensions passes 2^34
+        expectDataError(.badDimensions) { _ = try IDXArray(with(images, 3, [0])) }     // rank 0
+        expectDataError(.badDimensions) { _ = try IDXArray(with(images, 3, [9])) }     // rank 9
+        expectDataError(.unsupported) { _ = try IDXArray(with(images, 2, [0x0B])) }   // int16 elements
+        expectDataError(.badMagic) { _ = try IDXArray(with(images, 0, [0x1F, 0x8B])) } // still compressed
+        // Images and labels that disagree; a label beyond the class list.
+        expectDataError(.badDimensions) {
+            _ = try Dataset.idx(images: images, labels: Array(with(labels, 4, [0, 0, 0x27, 0x0F]).dropLast()),
+                                classNames: Dataset.fashionMNISTClasses)
+        }
+        expectDataError(.badDimensions) {
+            _ = try Dataset.idx(images: labels, labels: labels, classNames: Dataset.fashionMNISTClasses)
+        }
+        let e2 = expectDataError(.corrupt) {
+            _ = try Dataset.idx(images: images, labels: with(labels, 8 + 1234, [10]), labelsFile: "labels",
+                                classNames: Dataset.fashionMNISTClasses)
+        }
+        #expect(e2?.offset == 8 + 1234)
+    }
+
+    /// A directory with no dataset, or one that does not exist: `notFound`, saying what was looked for.
+    @Test func missingFiles() throws {
+        let e = expectDataError(.notFound) { _ = try Dataset.load(directory: URL(fileURLWithPath: "/nonexistent/data"), train: true) }
+        #expect(e?.description.contains("/nonexistent/data") == true)
+        let empty = FileManager.default.temporaryDirectory.appendingPathComponent("residual-empty-\(getpid())")
+        try FileManager.default.createDirectory(at: empty, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: empty) }
+        let e2 = expectDataError(.notFound) { _ = try Dataset.load(directory: empty, train: true) }
+        #expect(e2?.message.contains("CIFAR-10") == true && e2?.message.contains("train-images-idx3-ubyte") == true)
+        // CIFAR-10 directory with the test batch only: asking for training data names the missing file.
+        let e3 = expectDataError(.notFound) { _ = try Dataset.load(directory: fixtures, train: true) }
+        #expect(e3?.file.hasSuffix("data_batch_1.bin") == true)
     }
 }
 
-@Suite struct BatchingTests {
-    static let data: Dataset = try! Dataset.fashionMNIST(train: false).prefix(1000)
-
-    @Test func normalisationAndPadding() {
-        let prep = Preprocessing(fitting: Self.data)
-        #expect(prep.size == 32)
-        let loader = BatchLoader(Self.data, batchSize: 1000, shuffle: false, augment: false, preprocessing: prep)
-        let b = loader.batch(epoch: 0, index: 0, order: loader.order(epoch: 0))
-        #expect(b.images.shape == [1000, 1, 32, 32])
-        // The 28x28 image sits in the middle; the 2-pixel border is zero; the inside is normalised.
-        let s = b.images.scalars
-        #expect(s[0] == 0 && s[31] == 0 && s[2 * 32 + 1] == 0)
-        var sum = 0.0, sq = 0.0
-        for i in 0..<1000 { for y in 2..<30 { for x in 2..<30 { let v = Double(s[i * 1024 + y * 32 + x]); sum += v; sq += v * v } } }
-        let n = 1000.0 * 784
-        #expect(abs(sum / n) < 1e-3 && abs(sq / n - 1) < 1e-3, "normalised mean \(sum / n), variance \(sq / n)")
+/// Random damage to every format, many times: each parse either succeeds or throws a `DataError`.
+/// A crash or an out-of-bounds read traps and fails the whole test run. (Seeded: the same cases
+/// every run. The reliability work adds coverage-guided fuzzing on top.)
+@Suite struct MutationTests {
+    struct SplitMix: RandomNumberGenerator {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
     }
 
-    @Test func seededAndResumable() {
-        let prep = Preprocessing(fitting: Self.data)
-        let a = BatchLoader(Self.data, batchSize: 64, shuffle: true, augment: true, preprocessing: prep, seed: 7)
-        let b = BatchLoader(Self.data, batchSize: 64, shuffle: true, augment: true, preprocessing: prep, seed: 7)
-        let c = BatchLoader(Self.data, batchSize: 64, shuffle: true, augment: true, preprocessing: prep, seed: 8)
-        let full = Array(a.batches(epoch: 3))
-        let resumed = Array(b.batches(epoch: 3, startingAt: 5))
-        #expect(full.count == 16 && resumed.count == 11)
-        #expect(full[5].images.scalars == resumed[0].images.scalars && full[5].labels == resumed[0].labels)
-        #expect(full[0].labels != Array(c.batches(epoch: 3))[0].labels)
-        #expect(full[0].labels != Array(a.batches(epoch: 4))[0].labels, "each epoch has its own order")
-        // Every image appears once per epoch.
-        #expect(full.flatMap(\.labels).count == 1000)
-    }
-
-    /// Augmentation is a crop of the zero-padded image and a horizontal flip: check both on a marker.
-    @Test func cropAndFlip() {
-        var pixels = [UInt8](repeating: 0, count: 32 * 32)
-        pixels[5 * 32 + 7] = 255
-        let d = Dataset(images: pixels, labels: [0], channels: 1, height: 32, width: 32, classNames: ["x"])
-        let prep = Preprocessing(mean: [0], standardDeviation: [1], size: 32, cropPadding: 4, flip: true)
-        var seen = Set<[Int]>()
-        for seed in 0..<40 {
-            let l = BatchLoader(d, batchSize: 1, shuffle: false, augment: true, preprocessing: prep, seed: UInt64(seed))
-            let img = l.batch(epoch: 0, index: 0, order: [0]).images.scalars
-            let hits = img.indices.filter { img[$0] == 1 }
-            #expect(hits.count <= 1)
-            if let h = hits.first {
-                let (y, x) = (h / 32, h % 32)
-                // Either unflipped (x = 7 - dx) or flipped (x = 31 - (7 + dx)), |dy|, |dx| <= 4.
-                #expect(abs(y - 5) <= 4)
-                #expect(abs(x - 7) <= 4 || abs((31 - x) - 7) <= 4)
-                seen.insert([y, x])
+    static func mutate(_ input: [UInt8], _ g: inout SplitMix) -> [UInt8] {
+        var b = input
+        for _ in 0..<Int.random(in: 1...3, using: &g) {
+            guard !b.isEmpty else { break }
+            let i = Int.random(in: 0..<b.count, using: &g)
+            switch Int.random(in: 0..<6, using: &g) {
+            case 0: b[i] ^= UInt8(1 << Int.random(in: 0..<8, using: &g))
+            case 1: b[i] = UInt8.random(in: 0...255, using: &g)
+            case 2: b[i] = [0, 0xFF, 0x7F, 0x80].randomElement(using: &g)!
+            case 3: b.removeSubrange(i...)                                          // truncate
+            case 4: b.insert(UInt8.random(in: 0...255, using: &g), at: i)
+            default: b.removeSubrange(i..<min(b.count, i + Int.random(in: 1...64, using: &g)))
             }
         }
-        #expect(seen.count > 10, "crops and flips vary with the seed")
+        return b
+    }
+
+    func run(_ input: [UInt8], count: Int, seed: UInt64, _ parse: ([UInt8]) throws(DataError) -> Void) -> [DataError.Kind: Int] {
+        var g = SplitMix(state: seed)
+        var outcomes: [DataError.Kind: Int] = [:]
+        for _ in 0..<count {
+            do { try parse(Self.mutate(input, &g)) } catch { outcomes[error.kind, default: 0] += 1 }
+        }
+        return outcomes
+    }
+
+    @Test(arguments: ["gzip-level0.gz", "gzip-level9.gz", "gzip-two-members.gz", "gzip-header-fields.gz"])
+    func gzip(_ name: String) {
+        let outcomes = run(fixture(name), count: 1500, seed: 1) { b throws(DataError) in _ = try gunzip(b, file: name) }
+        #expect(outcomes.values.reduce(0, +) > 1000, "\(outcomes)")
+    }
+
+    @Test func realGzip() {
+        let outcomes = run(bundled("t10k-labels-idx1-ubyte.gz"), count: 1000, seed: 2) { b throws(DataError) in _ = try gunzip(b) }
+        #expect(outcomes.values.reduce(0, +) > 900, "\(outcomes)")
+    }
+
+    @Test(arguments: ["pax-long-name.tar", "gnu-long-name.tar"])
+    func tar(_ name: String) {
+        _ = run(fixture("tarball/" + name), count: 2000, seed: 3) { b throws(DataError) in _ = try readTar(b) }
+    }
+
+    @Test func cifarTar() throws {
+        let tar = try gunzip(fixture("tarball/cifar-10-binary.tar.gz"))
+        _ = run(Array(tar.prefix(4096)) + [UInt8](repeating: 0, count: 1024), count: 2000, seed: 4) { b throws(DataError) in
+            _ = try readTar(b)
+        }
+    }
+
+    @Test func idx() throws {
+        let images = Array(try gunzip(bundled("t10k-images-idx3-ubyte.gz")).prefix(16 + 3 * 784))
+        let labels = Array(try gunzip(bundled("t10k-labels-idx1-ubyte.gz")).prefix(8 + 3))
+        var im = images; im[6] = 0; im[7] = 3
+        var lb = labels; lb[6] = 0; lb[7] = 3
+        #expect(try Dataset.idx(images: im, labels: lb, classNames: Dataset.fashionMNISTClasses).count == 3)
+        _ = run(im, count: 2000, seed: 5) { b throws(DataError) in
+            _ = try Dataset.idx(images: b, labels: lb, classNames: Dataset.fashionMNISTClasses)
+        }
+        _ = run(lb, count: 2000, seed: 6) { b throws(DataError) in
+            _ = try Dataset.idx(images: im, labels: b, classNames: Dataset.fashionMNISTClasses)
+        }
+    }
+
+    @Test func cifar() {
+        let batch = Array(fixture("cifar-10-batches-bin/test_batch.bin").prefix(3 * 3073))
+        _ = run(batch, count: 2000, seed: 7) { b throws(DataError) in _ = try Dataset.cifar10([("batch", b)]) }
     }
 }
+
