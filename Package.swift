@@ -51,5 +51,7 @@ let package = Package(
         .testTarget(name: "ResidualNNTests", dependencies: ["Residual", "ResidualTestSupport"], swiftSettings: native),
         .testTarget(name: "ResidualDataTests", dependencies: ["ResidualData"], swiftSettings: native),
         .testTarget(name: "ResidualZooTests", dependencies: ["Residual", "ResidualTestSupport"], swiftSettings: native),
+        // Runs the built `resnet` executable as a user would (usage errors, resume, Ctrl-C).
+        .testTarget(name: "ResnetCLITests"),
     ]
 )

@@ -1,12 +1,9 @@
 import Foundation
 import Residual
 
-func trainCommand(_ o: ParsedOptions) throws -> Int32 {
+/// Options shared by `train` and `degradation`.
+func trainConfig(_ o: ParsedOptions) throws -> TrainConfig {
     var c = TrainConfig()
-    c.model = o.string("model")!.lowercased()
-    guard Zoo.entry(c.model) != nil else {
-        throw UsageError(message: "--model: unknown model '\(c.model)'; choose one of \(Zoo.names.joined(separator: ", "))", command: o.command)
-    }
     c.dataDirectory = o.string("data")
     c.epochs = try o.int("epochs", range: 1...10_000)!
     c.batchSize = try o.int("batch-size", range: 1...65_536)!
@@ -14,13 +11,27 @@ func trainCommand(_ o: ParsedOptions) throws -> Int32 {
     c.seed = UInt64(try o.int("seed")!)
     c.output = o.string("out")!
     c.resume = o.flag("resume")
-    c.shortcut = try shortcutOption(o)
     c.trainLimit = try o.int("train-subset", range: 1...Int.max)
     c.testLimit = try o.int("test-subset", range: 1...Int.max)
+    return c
+}
+
+func trainCommand(_ o: ParsedOptions) throws -> Int32 {
+    var c = try trainConfig(o)
+    c.model = o.string("model")!.lowercased()
+    guard isKnownModel(c.model) else {
+        throw UsageError(message: "--model: unknown model '\(c.model)'; choose one of \(Zoo.names.joined(separator: ", ")), "
+                         + "or a CIFAR depth 6n+2 such as resnet8", command: o.command)
+    }
+    c.shortcut = try shortcutOption(o)
+    c.normalization = Normalization(rawValue: try o.choice("normalization", Normalization.allCases.map(\.rawValue))!)!
+    c.augment = !o.flag("no-augment")
+    c.flip = !o.flag("no-flip")
+    c.stopAfter = try o.int("stop-after", range: 1...Int.max)
     installInterruptHandler()
     let r = try train(c)
     say(String(format: "Final: test error %.2f%%, train error %.2f%% (last epoch), %.0f images/s, %@ wall; files in %@/",
-                 100 * r.finalTestError, 100 * r.finalTrainError, r.imagesPerSecond, formatDuration(r.wallSeconds), c.output))
+               100 * r.finalTestError, 100 * r.finalTrainError, r.imagesPerSecond, formatDuration(r.wallSeconds), c.output))
     if o.flag("json") {
         let object: [String: Any] = ["model": c.model, "epochs": c.epochs, "final_test_error": r.finalTestError,
                                      "final_train_error": r.finalTrainError, "images_per_sec": r.imagesPerSecond,
@@ -33,32 +44,40 @@ func trainCommand(_ o: ParsedOptions) throws -> Int32 {
 func evalCommand(_ o: ParsedOptions) throws -> Int32 {
     guard let path = o.string("checkpoint") else { throw UsageError(message: "--checkpoint FILE is required", command: o.command) }
     let contents = try SafeTensors.read(URL(fileURLWithPath: path))
-    guard let name = o.string("model") ?? contents.metadata["model"] else {
+    let meta = contents.metadata
+    guard let name = o.string("model")?.lowercased() ?? meta[MetadataKey.model] else {
         throw UsageError(message: "the checkpoint does not name its model; pass --model", command: o.command)
     }
-    var config = TrainConfig()
-    config.dataDirectory = o.string("data")
-    let (trainSet, testSet, dataName) = try loadDatasets(config)
-    guard let model = Zoo.make(name, options: .init(shortcut: try shortcutOption(o), classes: testSet.classNames.count,
-                                                    inputChannels: testSet.channels)) else {
+    guard isKnownModel(name) else { throw UsageError(message: "--model: unknown model '\(name)'", command: o.command) }
+    let shortcut = try shortcutOption(o) ?? meta[MetadataKey.shortcut].flatMap(ShortcutOption.init(rawValue:))
+    let storedPrep = meta[MetadataKey.preprocessing].flatMap { try? JSONDecoder().decode(Preprocessing.self, from: Data($0.utf8)) }
+    // The data it was trained on, unless told otherwise; the training set only if the checkpoint
+    // lacks the normalisation statistics (a state dict from elsewhere).
+    let (trainSet, testSet, dataName) = try loadDatasets(o.string("data") ?? meta[MetadataKey.data],
+                                                         testLimit: try o.int("test-subset", range: 1...Int.max),
+                                                         needTrain: storedPrep == nil)
+    let prep = storedPrep ?? Preprocessing(fitting: trainSet!)
+    guard let model = makeModel(name, options: .init(shortcut: shortcut, classes: testSet.classNames.count,
+                                                     inputChannels: testSet.channels)) else {
         throw UsageError(message: "unknown model '\(name)'", command: o.command)
     }
     try model.loadStateDict(contents.tensors.filter { !$0.key.hasPrefix("optimizer.") })
-    let loader = BatchLoader(testSet, batchSize: 500, shuffle: false, augment: false, preprocessing: Preprocessing(fitting: trainSet))
+    let loader = BatchLoader(testSet, batchSize: 500, shuffle: false, augment: false, preprocessing: prep)
     let r = evaluate(model, loader)
     if o.flag("json") {
-        let object: [String: Any] = ["model": name, "test_error": r.error, "per_class_error": r.perClass, "confusion": r.confusion]
+        let object: [String: Any] = ["model": name, "test_images": testSet.count, "test_error": r.error,
+                                     "per_class_error": r.perClass, "confusion": r.confusion, "classes": testSet.classNames]
         say(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
         return 0
     }
     say("\(name) on \(dataName) test set (\(testSet.count) images): test error \(String(format: "%.2f", 100 * r.error))%\n")
     say("Per-class error:")
     for (k, e) in r.perClass.enumerated() {
-        say("  \(testSet.classNames[k].padding(toLength: 14, withPad: " ", startingAt: 0)) \(String(format: "%6.2f", 100 * e))%")
+        say("  \(k)  \(pad(testSet.classNames[k], 14)) \(String(format: "%6.2f", 100 * e))%")
     }
     say("\nConfusion matrix (rows: true class, columns: predicted):")
-    say("     " + (0..<r.confusion.count).map { String(format: "%5d", $0) }.joined())
-    for (k, row) in r.confusion.enumerated() { say(String(format: "%3d  ", k) + row.map { String(format: "%5d", $0) }.joined()) }
+    say("     " + (0..<r.confusion.count).map { String(format: "%6d", $0) }.joined())
+    for (k, row) in r.confusion.enumerated() { say(String(format: "%3d  ", k) + row.map { String(format: "%6d", $0) }.joined()) }
     return 0
 }
 
@@ -118,22 +137,21 @@ func grouped(_ n: Int) -> String {
     return s + out
 }
 
+/// The default data budget of `resnet degradation` (see docs/Experiments.md for how it was chosen).
+enum DegradationDefaults {
+    static let epochs = "2", trainSubset = "20000", testSubset = "2000"
+}
+
 func degradationCommand(_ o: ParsedOptions) throws -> Int32 {
     let depths = (o.string("depths") ?? "20,56").split(separator: ",").compactMap { Int($0) }
-    guard depths.count == 2, depths.allSatisfy({ $0 >= 8 && ($0 - 2) % 6 == 0 }) else {
-        throw UsageError(message: "--depths: two depths of the form 6n+2, e.g. 20,56", command: o.command)
+    guard depths.count == 2, depths.allSatisfy({ $0 >= 8 && ($0 - 2) % 6 == 0 }), depths[0] < depths[1] else {
+        throw UsageError(message: "--depths: two increasing depths of the form 6n+2, e.g. 20,56", command: o.command)
     }
-    let out = o.string("out")!
-    var base = TrainConfig()
-    base.dataDirectory = o.string("data")
-    base.epochs = try o.int("epochs", range: 1...1000)!
-    base.trainLimit = try o.int("train-subset", range: 100...Int.max)
-    base.testLimit = try o.int("test-subset", range: 100...Int.max)
-    base.batchSize = try o.int("batch-size", range: 1...65_536)!
-    base.learningRate = Float(try o.double("lr", range: 0...100)!)
-    base.seed = UInt64(try o.int("seed")!)
+    var base = try trainConfig(o)
+    let out = base.output
     base.pointsPerEpoch = 8
     installInterruptHandler()
+    let start = monotonicSeconds()
     var results: [(String, TrainResult)] = []
     let names = ["plain\(depths[0])", "plain\(depths[1])", "resnet\(depths[0])", "resnet\(depths[1])"]
     for name in names {
@@ -148,29 +166,62 @@ func degradationCommand(_ o: ParsedOptions) throws -> Int32 {
     // thin dashed = training error, bold = test error.
     var csv = "model,epoch,step,train_error,test_error\n"
     for (name, r) in results {
-        for p in r.curve { csv += "\(name),\(p.epoch),\(p.step),\(p.trainError),\(p.testError.map { String($0) } ?? "")\n" }
+        for p in r.curve {
+            csv += "\(name),\(String(format: "%.4f", p.epoch)),\(p.step),\(String(format: "%.6f", p.trainError)),"
+                + "\(p.testError.map { String(format: "%.6f", $0) } ?? "")\n"
+        }
     }
     try csv.write(toFile: "\(out)/degradation.csv", atomically: true, encoding: .utf8)
-    func panel(_ title: String, _ pair: [(String, TrainResult)]) -> PlotPanel {
+    let dataName = base.dataDirectory.map { URL(fileURLWithPath: $0).lastPathComponent } ?? "Fashion-MNIST"
+    try degradationFigure(results, title: "\(dataName), \(base.trainLimit.map { "\($0) training images, " } ?? "")"
+                          + "\(base.epochs) epochs: dashed = training error, bold = test error")
+        .write(toFile: "\(out)/degradation.svg", atomically: true, encoding: .utf8)
+    say("\nmodel        final train error   final test error   wall")
+    for (name, r) in results {
+        say(pad(name, 12) + String(format: " %16.2f%% %17.2f%%   ", 100 * r.finalTrainError, 100 * r.finalTestError)
+            + formatDuration(r.wallSeconds))
+    }
+    let (p0, p1, r0, r1) = (results[0].1, results[1].1, results[2].1, results[3].1)
+    say("Deeper plain net: training error \(p1.finalTrainError > p0.finalTrainError ? "higher" : "NOT higher") than the shallower "
+        + "(degradation \(p1.finalTrainError > p0.finalTrainError ? "shown" : "not shown in this run")); deeper ResNet: "
+        + "\(r1.finalTrainError < r0.finalTrainError ? "lower" : "NOT lower").")
+    say("Figure: \(out)/degradation.svg, data: \(out)/degradation.csv")
+    if o.flag("json") {
+        let object: [String: Any] = [
+            "wall_seconds": monotonicSeconds() - start,
+            "models": results.map { name, r -> [String: Any] in
+                ["model": name, "final_train_error": r.finalTrainError, "final_test_error": r.finalTestError,
+                 "wall_seconds": r.wallSeconds, "images_per_sec": r.imagesPerSecond]
+            },
+        ]
+        say(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self))
+    }
+    return 0
+}
+
+/// Figure 6 of the paper, in small: plain nets in the left panel, residual nets in the right, the
+/// shallower net orange and the deeper red (the paper's colours for 20 and 56 layers), training
+/// error thin and dashed, test error bold, both panels on the same error scale.
+func degradationFigure(_ results: [(String, TrainResult)], title: String) -> String {
+    func panel(_ title: String, _ pair: ArraySlice<(String, TrainResult)>) -> PlotPanel {
         var series: [PlotSeries] = []
         for (i, (name, r)) in pair.enumerated() {
             let color = i == 0 ? "#e69f00" : "#d62728"
-            series.append(PlotSeries(label: "\(name) train", color: color, dashed: true, lineWidth: 1.2, points: r.curve.map { ($0.epoch, 100 * $0.trainError) }))
-            series.append(PlotSeries(label: "\(name) test", color: color, lineWidth: 2.5,
+            series.append(PlotSeries(label: "\(name) train", color: color, dashed: true, lineWidth: 1.2,
+                                     points: r.curve.map { ($0.epoch, 100 * $0.trainError) }))
+            series.append(PlotSeries(label: "\(name) test", color: color, lineWidth: 2.8,
                                      points: r.curve.compactMap { p in p.testError.map { (p.epoch, 100 * $0) } }))
         }
         return PlotPanel(title: title, xLabel: "epoch", yLabel: "error (%)", series: series)
     }
-    let allErrors = results.flatMap { $0.1.curve.flatMap { [$0.trainError] + ($0.testError.map { [$0] } ?? []) } }
-    var left = panel("plain", Array(results[0..<2])), right = panel("ResNet", Array(results[2..<4]))
-    let top = min(100, (allErrors.max() ?? 1) * 100 * 1.05)
-    left.yRange = 0...top; right.yRange = 0...top
-    try SVGPlot.render([left, right], title: "Training on \(base.dataDirectory ?? "Fashion-MNIST"): dashed = training error, bold = test error")
-        .write(toFile: "\(out)/degradation.svg", atomically: true, encoding: .utf8)
-    say("\nmodel        final train error   final test error")
-    for (name, r) in results {
-        say(pad(name, 12) + String(format: " %17.2f%% %17.2f%%", 100 * r.finalTrainError, 100 * r.finalTestError))
+    // The scale of the later curve (after the first quarter), as the paper's 0-20 % axis: the
+    // first points, near chance, would otherwise flatten everything else.
+    let late = results.flatMap { _, r -> [Double] in
+        let end = r.curve.last?.epoch ?? 1
+        return r.curve.filter { $0.epoch >= end / 4 }.flatMap { [$0.trainError] + ($0.testError.map { [$0] } ?? []) }
     }
-    say("Figure: \(out)/degradation.svg, data: \(out)/degradation.csv")
-    return 0
+    let top = min(100, max(5, ((late.max() ?? 1) * 100 * 1.15 / 5).rounded(.up) * 5))
+    var left = panel("plain", results[0..<2]), right = panel("ResNet", results[2..<4])
+    left.yRange = 0...top; right.yRange = 0...top
+    return SVGPlot.render([left, right], title: title)
 }

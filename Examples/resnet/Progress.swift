@@ -6,12 +6,14 @@ import Foundation
 final class ProgressLine {
     let isTerminal = isatty(STDOUT_FILENO) != 0
     let plainInterval: Double
+    let quiet: Bool
     private var lastPlain = -Double.infinity
     private var active = false
 
-    init(plainInterval: Double = 10) { self.plainInterval = plainInterval }
+    init(plainInterval: Double = 10, quiet: Bool = false) { self.plainInterval = plainInterval; self.quiet = quiet }
 
     func update(_ text: String, now: Double = monotonicSeconds()) {
+        if quiet { return }
         if isTerminal {
             FileHandle.standardOutput.write(("\r" + text + "\u{1B}[K").data(using: .utf8)!)
             active = true

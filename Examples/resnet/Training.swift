@@ -11,16 +11,21 @@ struct TrainConfig {
     var learningRate: Float = 0.1
     var momentum: Float = 0.9
     var weightDecay: Float = 1e-4
-    var threads: Int?
     var seed: UInt64 = 0
     var output = "out"
     var resume = false
     var shortcut: ShortcutOption?
     var trainLimit: Int?
     var testLimit: Int?
+    var normalization: Normalization = .perPixelMean
+    var augment = true
+    var flip = true
+    /// Stop (saving a checkpoint, as Ctrl-C does) once this many steps are done in total.
+    var stopAfter: Int?
     /// Training-error points per epoch for the curves (besides the end-of-epoch test error).
     var pointsPerEpoch = 4
     var label: String?
+    var quiet = false
 }
 
 /// One point of the error curves.
@@ -28,16 +33,17 @@ struct CurvePoint: Codable {
     var epoch: Double          // fractional epoch
     var step: Int
     var learningRate: Float
-    var trainLoss: Double
+    var trainLoss: Double      // over the training batches since the previous point
     var trainError: Double
-    var testError: Double?
-    var seconds: Double
+    var testError: Double?     // at the end of each epoch
+    var seconds: Double        // wall time since the start of the run
     var imagesPerSecond: Double
 }
 
-/// What a checkpoint stores besides tensors, so a resumed run continues exactly.
+/// What a checkpoint stores besides tensors, so a resumed run continues exactly: the position in
+/// the run, the partial sums of the current curve window and epoch, and the curve so far.
 struct Progress: Codable {
-    var format = "residual-train-1"
+    var format = "residual-train-2"
     var model: String
     var seed: UInt64
     var epochs: Int
@@ -50,7 +56,12 @@ struct Progress: Codable {
     var curve: [CurvePoint] = []
     var windowLoss = 0.0, windowErrors = 0, windowSeen = 0
     var epochErrors = 0, epochSeen = 0
-    var elapsed = 0.0
+    /// Training error over each finished epoch (all its batches, as trained: augmented, train mode).
+    var epochTrainErrors: [Double] = []
+    var elapsed = 0.0          // wall seconds, all sessions
+    var trainSeconds = 0.0     // seconds spent in training steps (data wait included; evaluation not)
+    var trainImages = 0
+    var dataWaitSeconds = 0.0
 }
 
 struct TrainResult {
@@ -61,34 +72,70 @@ struct TrainResult {
     var curve: [CurvePoint]
 }
 
-/// Set by SIGINT; the loop saves a checkpoint at the next step boundary and exits.
+// MARK: - Interrupts
+
+/// Set by the first SIGINT or SIGTERM; the loop saves a checkpoint after the current step and
+/// exits. A second SIGINT exits at once, without saving.
 let interrupted = Atomic<Bool>(false)
-nonisolated(unsafe) var signalSource: DispatchSourceSignal?
+nonisolated(unsafe) var signalSources: [DispatchSourceSignal] = []
 
 func installInterruptHandler() {
-    signal(SIGINT, SIG_IGN)
-    let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-    source.setEventHandler { interrupted.store(true, ordering: .relaxed) }
-    source.resume()
-    signalSource = source
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig, SIG_IGN)
+        let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+        source.setEventHandler {
+            if interrupted.exchange(true, ordering: .relaxed) && sig == SIGINT {
+                printError("\nresnet: interrupted again: exiting without saving")
+                exit(130)
+            }
+        }
+        source.resume()
+        signalSources.append(source)
+    }
 }
 
-func loadDatasets(_ config: TrainConfig) throws -> (train: Dataset, test: Dataset, name: String) {
-    var train: Dataset, test: Dataset, name: String
-    if let dir = config.dataDirectory {
+// MARK: - Data and models
+
+func loadDatasets(_ dataDirectory: String?, trainLimit: Int? = nil, testLimit: Int? = nil, needTrain: Bool = true)
+    throws -> (train: Dataset?, test: Dataset, name: String) {
+    var train: Dataset?, test: Dataset, name: String
+    if let dir = dataDirectory {
         let url = URL(fileURLWithPath: dir)
-        train = try Dataset.load(directory: url, train: true)
+        train = needTrain ? try Dataset.load(directory: url, train: true) : nil
         test = try Dataset.load(directory: url, train: false)
         name = url.lastPathComponent
     } else {
-        train = try Dataset.fashionMNIST(train: true)
+        train = needTrain ? try Dataset.fashionMNIST(train: true) : nil
         test = try Dataset.fashionMNIST(train: false)
         name = "Fashion-MNIST (bundled)"
     }
-    if let n = config.trainLimit { train = train.prefix(n) }
-    if let n = config.testLimit { test = test.prefix(n) }
+    if let n = trainLimit { train = train?.prefix(n) }
+    if let n = testLimit { test = test.prefix(n) }
     return (train, test, name)
 }
+
+/// A zoo model by name, or a CIFAR-style net of any depth 6n+2 (`resnet8`, `plain14`, ...), which
+/// the degradation experiment and quick tests use. Weights are seeded by `options.seed`.
+func makeModel(_ name: String, options: Zoo.Options) -> (any Layer)? {
+    if let m = Zoo.make(name, options: options) { return m }
+    guard let depth = cifarDepth(name) else { return nil }
+    let plain = name.lowercased().hasPrefix("plain")
+    return withSeed(options.seed) {
+        CIFARResNet(depth: depth, shortcut: plain ? ShortcutOption.none : options.shortcut ?? .a,
+                    classes: options.classes ?? 10, inputChannels: options.inputChannels)
+    }
+}
+
+/// 20 for "resnet20" or "plain20": the depth of a CIFAR-style name, if it is 6n+2 (n >= 1).
+func cifarDepth(_ name: String) -> Int? {
+    let n = name.lowercased()
+    for prefix in ["resnet", "plain"] where n.hasPrefix(prefix) {
+        if let d = Int(n.dropFirst(prefix.count)), d >= 8, d <= 10_000, (d - 2) % 6 == 0 { return d }
+    }
+    return nil
+}
+
+func isKnownModel(_ name: String) -> Bool { Zoo.entry(name) != nil || cifarDepth(name) != nil }
 
 /// Test error, per-class error and confusion matrix (rows: true class, columns: predicted), in eval mode.
 func evaluate(_ model: any Layer, _ loader: BatchLoader) -> (error: Double, perClass: [Double], confusion: [[Int]]) {
@@ -98,14 +145,7 @@ func evaluate(_ model: any Layer, _ loader: BatchLoader) -> (error: Double, perC
     defer { model.train() }
     for batch in loader.batches(epoch: 0) {
         let logits = withoutTape { model(batch.images) }
-        let c = logits.shape[1]
-        logits.withUnsafeBufferPointer { p in
-            for (i, label) in batch.labels.enumerated() {
-                var best = 0
-                for j in 1..<c where p[i * c + j] > p[i * c + best] { best = j }
-                confusion[label][best] += 1
-            }
-        }
+        for (i, predicted) in predictions(logits).enumerated() { confusion[batch.labels[i]][predicted] += 1 }
     }
     let total = confusion.joined().reduce(0, +)
     let correct = (0..<classes).reduce(0) { $0 + confusion[$1][$1] }
@@ -116,52 +156,87 @@ func evaluate(_ model: any Layer, _ loader: BatchLoader) -> (error: Double, perC
     return (total == 0 ? 0 : 1 - Double(correct) / Double(total), perClass, confusion)
 }
 
+/// The arg-max of each row of `[N, classes]` logits (the first on ties).
+func predictions(_ logits: Tensor) -> [Int] {
+    let c = logits.shape[1]
+    return logits.withUnsafeBufferPointer { p in
+        (0..<logits.shape[0]).map { i in
+            var best = 0
+            for j in 1..<c where p[i * c + j] > p[i * c + best] { best = j }
+            return best
+        }
+    }
+}
+
+// MARK: - Checkpoints
+
+/// Metadata keys of the files `resnet train` writes (checkpoint.safetensors and model.safetensors).
+/// Sorted keys: the same state gives the same bytes (a resumed run's files equal an uninterrupted one's).
+let sortedJSON: JSONEncoder = {
+    let e = JSONEncoder()
+    e.outputFormatting = .sortedKeys
+    return e
+}()
+
+enum MetadataKey {
+    static let model = "model", shortcut = "shortcut", data = "data"
+    static let progress = "residual.progress", preprocessing = "residual.preprocessing"
+}
+
+func checkpointMetadata(_ config: TrainConfig, _ prep: Preprocessing) throws -> [String: String] {
+    var m = [MetadataKey.model: config.model,
+             MetadataKey.preprocessing: String(decoding: try sortedJSON.encode(prep), as: UTF8.self)]
+    if let s = config.shortcut { m[MetadataKey.shortcut] = s.rawValue }
+    if let d = config.dataDirectory { m[MetadataKey.data] = d }
+    return m
+}
+
+// MARK: - The training loop
+
 /// The paper's recipe: SGD with momentum 0.9, weight decay 1e-4, learning rate 0.1 divided by 10 at
 /// 50 % and 75 % of the run (32k and 48k of 64k iterations in the paper), batch 128.
-func train(_ config: TrainConfig, quiet: Bool = false) throws -> TrainResult {
-    if let t = config.threads { Threading.threadCount = t }
+///
+/// Every epoch ends with a test evaluation, `log.csv`, `curves.svg` and `checkpoint.safetensors`
+/// in `config.output`; the run ends with `model.safetensors`. Everything random is a function of
+/// the seed and the position in the run, so `--resume` from any checkpoint reproduces the
+/// uninterrupted run bit for bit (same thread count).
+func train(_ config: TrainConfig) throws -> TrainResult {
+    let quiet = config.quiet
     let out = URL(fileURLWithPath: config.output)
     try FileManager.default.createDirectory(at: out, withIntermediateDirectories: true)
-    let (trainSet, testSet, dataName) = try loadDatasets(config)
-    let prep = Preprocessing(fitting: trainSet)
-    let trainLoader = BatchLoader(trainSet, batchSize: config.batchSize, shuffle: true, augment: true,
+    let (loadedTrain, testSet, dataName) = try loadDatasets(config.dataDirectory, trainLimit: config.trainLimit,
+                                                            testLimit: config.testLimit)
+    let trainSet = loadedTrain!
+    let prep = Preprocessing(fitting: trainSet, normalization: config.normalization, flip: config.flip)
+    let trainLoader = BatchLoader(trainSet, batchSize: config.batchSize, shuffle: true, augment: config.augment,
                                   preprocessing: prep, seed: config.seed)
     let testLoader = BatchLoader(testSet, batchSize: 500, shuffle: false, augment: false, preprocessing: prep)
     let options = Zoo.Options(shortcut: config.shortcut, classes: trainSet.classNames.count,
                               inputChannels: trainSet.channels, seed: config.seed)
-    guard let model = Zoo.make(config.model, options: options) else {
+    guard let model = makeModel(config.model, options: options) else {
         throw UsageError(message: "unknown model '\(config.model)'; `resnet zoo` lists them", command: nil)
     }
     let parameters = model.namedParameters()
     let optimizer = SGD(parameters.map(\.1), learningRate: config.learningRate, momentum: config.momentum,
                         weightDecay: config.weightDecay)
     let stepsPerEpoch = trainLoader.batchesPerEpoch
-    let schedule = MultiStepSchedule.paper(base: config.learningRate, totalSteps: config.epochs * stepsPerEpoch)
+    let totalSteps = config.epochs * stepsPerEpoch
+    let schedule = MultiStepSchedule.paper(base: config.learningRate, totalSteps: totalSteps)
     let checkpointURL = out.appendingPathComponent("checkpoint.safetensors")
+    let metadata = try checkpointMetadata(config, prep)
     var progress = Progress(model: config.model, seed: config.seed, epochs: config.epochs, batchSize: config.batchSize,
                             learningRate: config.learningRate, trainCount: trainSet.count)
 
-    if config.resume, FileManager.default.fileExists(atPath: checkpointURL.path) {
-        let contents = try SafeTensors.read(checkpointURL)
-        guard let json = contents.metadata["residual.progress"],
-              let saved = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)) else {
-            throw CheckpointError(.corruptHeader, "\(checkpointURL.path): not a training checkpoint (no progress record)")
+    if config.resume {
+        if FileManager.default.fileExists(atPath: checkpointURL.path) {
+            progress = try restore(from: checkpointURL, into: model, optimizer, parameters, config: config, prep: prep,
+                                   trainCount: trainSet.count)
+            if !quiet {
+                say("Resuming \(config.model) from \(checkpointURL.path): epoch \(progress.epoch + 1), batch \(progress.batch), step \(progress.step)")
+            }
+        } else if !quiet {
+            say("No checkpoint at \(checkpointURL.path): starting from the beginning")
         }
-        guard saved.model == config.model, saved.batchSize == config.batchSize, saved.trainCount == trainSet.count,
-              saved.seed == config.seed, saved.epochs == config.epochs else {
-            throw UsageError(message: "--resume: the checkpoint is for \(saved.model), batch \(saved.batchSize), \(saved.epochs) epochs, seed \(saved.seed), \(saved.trainCount) images; this run asks for \(config.model), batch \(config.batchSize), \(config.epochs) epochs, seed \(config.seed), \(trainSet.count) images", command: nil)
-        }
-        var modelTensors = contents.tensors.filter { !$0.key.hasPrefix("optimizer.") }
-        modelTensors = modelTensors.filter { !$0.key.hasPrefix("__") }
-        try model.loadStateDict(modelTensors)
-        var state: [Int: [String: Tensor]] = [:]
-        for (i, (name, _)) in parameters.enumerated() {
-            if let b = contents.tensors["optimizer.\(name).momentum_buffer"] { state[i] = ["momentum_buffer": b] }
-        }
-        optimizer.loadStateTensors(state)
-        optimizer.stepCount = saved.step
-        progress = saved
-        if !quiet { say("Resuming \(config.model) at epoch \(saved.epoch + 1), batch \(saved.batch), step \(saved.step)") }
     }
 
     func saveCheckpoint() throws {
@@ -170,22 +245,36 @@ func train(_ config: TrainConfig, quiet: Bool = false) throws -> TrainResult {
         for (i, (name, _)) in parameters.enumerated() {
             if let b = state[i]?["momentum_buffer"] { tensors.append(("optimizer.\(name).momentum_buffer", b)) }
         }
-        let json = String(decoding: try JSONEncoder().encode(progress), as: UTF8.self)
-        try SafeTensors.write(tensors, metadata: ["residual.progress": json, "model": config.model], to: checkpointURL)
+        var m = metadata
+        m[MetadataKey.progress] = String(decoding: try sortedJSON.encode(progress), as: UTF8.self)
+        try SafeTensors.write(tensors, metadata: m, to: checkpointURL)
+    }
+    func writeCurves() throws {
+        try writeLog(progress.curve, to: out.appendingPathComponent("log.csv"))
+        try SVGPlot.render([curvePanel(title: "\(config.model) on \(dataName)", progress.curve)],
+                           title: "dashed: training error, bold: test error")
+            .write(to: out.appendingPathComponent("curves.svg"), atomically: true, encoding: .utf8)
     }
 
+    let tag = config.label.map { "[\($0)] " } ?? ""
     if !quiet {
-        say("Training \(config.model) (\(model.parameterCount) parameters) on \(dataName): \(trainSet.count) training, \(testSet.count) test images, \(trainSet.channels)x\(trainSet.height)x\(trainSet.width) -> \(prep.size)x\(prep.size)")
-        say("SGD momentum \(config.momentum), weight decay \(config.weightDecay), lr \(config.learningRate) /10 at steps \(schedule.milestones.map(String.init).joined(separator: ", ")) of \(config.epochs * stepsPerEpoch); batch \(config.batchSize), \(Threading.threadCount) threads, seed \(config.seed)")
+        say("Training \(config.model) (\(grouped(model.parameterCount)) parameters) on \(dataName): \(trainSet.count) training, "
+            + "\(testSet.count) test images, \(trainSet.channels)x\(trainSet.height)x\(trainSet.width) -> \(prep.size)x\(prep.size)")
+        say("SGD momentum \(config.momentum), weight decay \(config.weightDecay), lr \(config.learningRate) /10 at steps "
+            + "\(schedule.milestones.map(String.init).joined(separator: ", ")) of \(totalSteps); batch \(config.batchSize), "
+            + "\(Threading.threadCount) threads, seed \(config.seed); \(prep.normalization == .perPixelMean ? "per-pixel mean" : "per-channel") "
+            + "normalisation, \(config.augment ? "4-pixel crop\(config.flip ? " + flip" : "")" : "no augmentation")")
     }
-    let line = ProgressLine()
+    let line = ProgressLine(quiet: quiet)
     let windowSize = max(1, stepsPerEpoch / max(1, config.pointsPerEpoch))
     let start = monotonicSeconds() - progress.elapsed
     var lastTestError = progress.curve.last(where: { $0.testError != nil })?.testError ?? 1
-    var rateStart = monotonicSeconds(), rateImages = 0
     model.train()
     while progress.epoch < config.epochs {
         let epoch = progress.epoch
+        var epochImages = 0, epochSeconds = 0.0
+        let waitAtStart = trainLoader.dataWaitSeconds
+        var stepStart = monotonicSeconds()
         for batch in trainLoader.batches(epoch: epoch, startingAt: progress.batch) {
             let lr = schedule.learningRate(step: progress.step)
             optimizer.learningRate = lr
@@ -198,23 +287,28 @@ func train(_ config: TrainConfig, quiet: Bool = false) throws -> TrainResult {
             tape.backward(loss)
             optimizer.step()
             optimizer.zeroGrad()
-            let errors = countErrors(logits, batch.labels)
+            let errors = zip(predictions(logits), batch.labels).filter { $0 != $1 }.count
+            let n = batch.labels.count
             progress.step += 1
             progress.batch = batch.index + 1
-            progress.windowLoss += Double(loss.scalar) * Double(batch.labels.count)
-            progress.windowErrors += errors; progress.windowSeen += batch.labels.count
-            progress.epochErrors += errors; progress.epochSeen += batch.labels.count
-            rateImages += batch.labels.count
+            progress.windowLoss += Double(loss.scalar) * Double(n)
+            progress.windowErrors += errors; progress.windowSeen += n
+            progress.epochErrors += errors; progress.epochSeen += n
             let now = monotonicSeconds()
-            let rate = Double(rateImages) / max(now - rateStart, 1e-9)
-            let done = Double(progress.step) / Double(config.epochs * stepsPerEpoch)
+            progress.trainSeconds += now - stepStart
+            epochSeconds += now - stepStart
+            progress.trainImages += n
+            epochImages += n
+            let rate = Double(epochImages) / max(epochSeconds, 1e-9)
+            let done = Double(progress.step) / Double(totalSteps)
             let eta = (now - start) / max(done, 1e-9) * (1 - done)
-            line.update(String(format: "%@epoch %d/%d  step %d/%d  loss %.4f  train err %.2f%%  lr %.4g  %.0f img/s  ETA %@",
-                               config.label.map { "[\($0)] " } ?? "", epoch + 1, config.epochs, batch.index + 1, stepsPerEpoch,
+            line.update(String(format: "%@epoch %d/%d  step %d/%d  loss %.4f  train err %.2f%%  lr %.3g  %.0f img/s  ETA %@",
+                               tag, epoch + 1, config.epochs, batch.index + 1, stepsPerEpoch,
                                progress.windowLoss / Double(max(progress.windowSeen, 1)),
-                               100 * Double(progress.windowErrors) / Double(max(progress.windowSeen, 1)), lr, rate, formatDuration(eta)))
+                               100 * Double(progress.windowErrors) / Double(max(progress.windowSeen, 1)), lr, rate,
+                               formatDuration(eta)))
             let endOfEpoch = batch.index + 1 == stepsPerEpoch
-            if progress.windowSeen > 0 && (progress.step % windowSize == 0 || endOfEpoch) {
+            if progress.step % windowSize == 0 || endOfEpoch {
                 var point = CurvePoint(epoch: Double(epoch) + Double(batch.index + 1) / Double(stepsPerEpoch), step: progress.step,
                                        learningRate: lr, trainLoss: progress.windowLoss / Double(progress.windowSeen),
                                        trainError: Double(progress.windowErrors) / Double(progress.windowSeen), testError: nil,
@@ -226,57 +320,80 @@ func train(_ config: TrainConfig, quiet: Bool = false) throws -> TrainResult {
                 progress.curve.append(point)
                 progress.windowLoss = 0; progress.windowErrors = 0; progress.windowSeen = 0
             }
-            if interrupted.load(ordering: .relaxed) {
+            if endOfEpoch {
+                progress.epochTrainErrors.append(Double(progress.epochErrors) / Double(max(progress.epochSeen, 1)))
+                progress.epoch += 1; progress.batch = 0; progress.epochErrors = 0; progress.epochSeen = 0
+            }
+            let stopping = config.stopAfter.map { progress.step >= $0 && progress.step < totalSteps } ?? false
+            if interrupted.load(ordering: .relaxed) || stopping {
+                progress.dataWaitSeconds += trainLoader.dataWaitSeconds - waitAtStart
                 progress.elapsed = monotonicSeconds() - start
-                if progress.batch == stepsPerEpoch { progress.epoch += 1; progress.batch = 0; progress.epochErrors = 0; progress.epochSeen = 0 }
                 try saveCheckpoint()
+                try writeCurves()
                 line.finish()
+                if stopping {
+                    if !quiet { say("Stopped after step \(progress.step) (--stop-after): checkpoint saved to \(checkpointURL.path); continue with --resume") }
+                    exit(0)
+                }
                 say("Interrupted: checkpoint saved to \(checkpointURL.path) (step \(progress.step)); continue with --resume")
                 exit(130)
             }
+            stepStart = monotonicSeconds()
         }
-        let trainError = Double(progress.epochErrors) / Double(max(progress.epochSeen, 1))
-        line.finish(String(format: "%@epoch %d/%d  train err %.2f%%  test err %.2f%%  %.0f img/s  %@ elapsed",
-                           config.label.map { "[\($0)] " } ?? "", epoch + 1, config.epochs, 100 * trainError, 100 * lastTestError,
-                           progress.curve.last?.imagesPerSecond ?? 0, formatDuration(monotonicSeconds() - start)))
-        progress.epoch += 1
-        progress.batch = 0
-        progress.epochErrors = 0; progress.epochSeen = 0
+        let wait = trainLoader.dataWaitSeconds - waitAtStart
+        progress.dataWaitSeconds += wait
         progress.elapsed = monotonicSeconds() - start
-        rateStart = monotonicSeconds(); rateImages = 0
+        line.finish(String(format: "%@epoch %d/%d  train err %.2f%%  test err %.2f%%  %.0f img/s  data wait %.2f s  %@ elapsed",
+                           tag, epoch + 1, config.epochs, 100 * (progress.epochTrainErrors.last ?? 1), 100 * lastTestError,
+                           Double(epochImages) / max(epochSeconds, 1e-9), wait, formatDuration(progress.elapsed)))
         try saveCheckpoint()
-        try writeLog(progress.curve, to: out.appendingPathComponent("log.csv"))
-        try SVGPlot.render([curvePanel(title: config.model, progress.curve)]).write(
-            to: out.appendingPathComponent("curves.svg"), atomically: true, encoding: .utf8)
+        try writeCurves()
     }
-    try model.save(to: out.appendingPathComponent("model.safetensors"), metadata: ["model": config.model])
-    let wall = monotonicSeconds() - start
-    let trainPoints = progress.curve.filter { $0.epoch > Double(config.epochs) - 1 }
-    let finalTrain = trainPoints.isEmpty ? 1 : trainPoints.map(\.trainError).reduce(0, +) / Double(trainPoints.count)
-    let rates = progress.curve.map(\.imagesPerSecond).filter { $0 > 0 }
-    return TrainResult(finalTestError: lastTestError, finalTrainError: finalTrain,
-                       imagesPerSecond: rates.isEmpty ? 0 : rates.reduce(0, +) / Double(rates.count),
-                       wallSeconds: wall, curve: progress.curve)
+    try model.save(to: out.appendingPathComponent("model.safetensors"), metadata: metadata)
+    return TrainResult(finalTestError: lastTestError, finalTrainError: progress.epochTrainErrors.last ?? 1,
+                       imagesPerSecond: Double(progress.trainImages) / max(progress.trainSeconds, 1e-9),
+                       wallSeconds: monotonicSeconds() - start, curve: progress.curve)
 }
 
-func countErrors(_ logits: Tensor, _ labels: [Int]) -> Int {
-    let c = logits.shape[1]
-    return logits.withUnsafeBufferPointer { p in
-        var errors = 0
-        for (i, label) in labels.enumerated() {
-            var best = 0
-            for j in 1..<c where p[i * c + j] > p[i * c + best] { best = j }
-            if best != label { errors += 1 }
-        }
-        return errors
+/// Loads a training checkpoint into `model` and `optimizer`, after checking it belongs to this run.
+func restore(from url: URL, into model: any Layer, _ optimizer: SGD, _ parameters: [(String, Parameter)],
+             config: TrainConfig, prep: Preprocessing, trainCount: Int) throws -> Progress {
+    let contents = try SafeTensors.read(url)
+    guard let json = contents.metadata[MetadataKey.progress],
+          let saved = try? JSONDecoder().decode(Progress.self, from: Data(json.utf8)), saved.format == Progress(
+            model: "", seed: 0, epochs: 0, batchSize: 0, learningRate: 0, trainCount: 0).format else {
+        throw CheckpointError(.corruptHeader, "\(url.path): not a training checkpoint of this version (no progress record)")
     }
+    let savedPrep = contents.metadata[MetadataKey.preprocessing].flatMap {
+        try? JSONDecoder().decode(Preprocessing.self, from: Data($0.utf8))
+    }
+    guard saved.model == config.model, saved.batchSize == config.batchSize, saved.trainCount == trainCount,
+          saved.seed == config.seed, saved.epochs == config.epochs, saved.learningRate == config.learningRate,
+          savedPrep == prep, contents.metadata[MetadataKey.shortcut] == config.shortcut?.rawValue else {
+        throw UsageError(message: "--resume: \(url.path) is from a different run (\(saved.model), batch \(saved.batchSize), "
+                         + "\(saved.epochs) epochs, lr \(saved.learningRate), seed \(saved.seed), \(saved.trainCount) images); "
+                         + "this run asks for \(config.model), batch \(config.batchSize), \(config.epochs) epochs, "
+                         + "lr \(config.learningRate), seed \(config.seed), \(trainCount) images (or different data, "
+                         + "normalisation, augmentation or shortcut). Resume with the same options, or use another --out.",
+                         command: nil)
+    }
+    try model.loadStateDict(contents.tensors.filter { !$0.key.hasPrefix("optimizer.") })
+    var state: [Int: [String: Tensor]] = [:]
+    for (i, (name, _)) in parameters.enumerated() {
+        if let b = contents.tensors["optimizer.\(name).momentum_buffer"] { state[i] = ["momentum_buffer": b] }
+    }
+    optimizer.loadStateTensors(state)
+    optimizer.stepCount = saved.step
+    return saved
 }
+
+// MARK: - Logs and plots
 
 func writeLog(_ curve: [CurvePoint], to url: URL) throws {
     var s = "epoch,step,learning_rate,train_loss,train_error,test_error,seconds,images_per_sec\n"
     for p in curve {
-        s += String(format: "%.4f,%d,%g,%.5f,%.5f,%@,%.1f,%.1f\n", p.epoch, p.step, p.learningRate, p.trainLoss, p.trainError,
-                    p.testError.map { String(format: "%.5f", $0) } ?? "", p.seconds, p.imagesPerSecond)
+        s += String(format: "%.4f,%d,%g,%.6f,%.6f,%@,%.1f,%.1f\n", p.epoch, p.step, p.learningRate, p.trainLoss, p.trainError,
+                    p.testError.map { String(format: "%.6f", $0) } ?? "", p.seconds, p.imagesPerSecond)
     }
     try s.write(to: url, atomically: true, encoding: .utf8)
 }

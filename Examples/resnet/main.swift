@@ -4,18 +4,23 @@ import Residual
 
 
 let trainOptions: [Option] = [
-    Option(name: "model", value: "NAME", help: "Zoo model (`resnet zoo` lists them).", defaultValue: "resnet20"),
-    Option(name: "data", value: "DIR", help: "CIFAR-10 (binary, or cifar-10-binary.tar.gz) or IDX directory; default: the bundled Fashion-MNIST."),
+    Option(name: "model", value: "NAME", help: "Zoo model (`resnet zoo` lists them), or any CIFAR depth 6n+2 (resnet8, plain14).",
+           defaultValue: "resnet20"),
+    Option(name: "data", value: "DIR", help: "CIFAR-10 (cifar-10-batches-bin/ or cifar-10-binary.tar.gz) or IDX files (MNIST layout); default: the bundled Fashion-MNIST."),
     Option(name: "epochs", value: "N", help: "Epochs; the learning rate drops 10x at 50% and 75% of the run.", defaultValue: "3"),
     Option(name: "batch-size", value: "N", help: "Mini-batch size.", defaultValue: "128"),
     Option(name: "lr", value: "RATE", help: "Initial learning rate.", defaultValue: "0.1"),
     Option(name: "threads", value: "N", help: "Worker threads (default: all cores)."),
     Option(name: "seed", value: "N", help: "Seed for weights, shuffling and augmentation.", defaultValue: "0"),
-    Option(name: "out", value: "DIR", help: "Where log.csv, curves.svg and the checkpoints go.", defaultValue: "out"),
-    Option(name: "resume", value: nil, help: "Continue from DIR/checkpoint.safetensors exactly where it stopped."),
+    Option(name: "out", value: "DIR", help: "Where log.csv, curves.svg, checkpoint.safetensors and model.safetensors go.", defaultValue: "out"),
+    Option(name: "resume", value: nil, help: "Continue from DIR/checkpoint.safetensors exactly where it stopped (same options)."),
     Option(name: "shortcut", value: "A|B|C", help: "Shortcut option (default: the paper's for the model)."),
+    Option(name: "normalization", value: "pixel|channel", help: "Per-pixel mean subtraction (the paper's) or per-channel mean/std.", defaultValue: "pixel"),
+    Option(name: "no-augment", value: nil, help: "No random crop or flip."),
+    Option(name: "no-flip", value: nil, help: "Random crop only."),
     Option(name: "train-subset", value: "N", help: "Use only the first N training images."),
     Option(name: "test-subset", value: "N", help: "Use only the first N test images."),
+    Option(name: "stop-after", value: "STEPS", help: "Stop after this many steps in total, saving a checkpoint as Ctrl-C does (to test --resume)."),
     Option(name: "json", value: nil, help: "End with one JSON object summarising the run."),
 ]
 
@@ -24,10 +29,11 @@ let commands: [Command] = [
             usage: "train [options]", options: trainOptions),
     Command(name: "eval", summary: "Test error, per-class error and confusion matrix of a checkpoint.",
             usage: "eval --checkpoint FILE [options]", options: [
-                Option(name: "checkpoint", value: "FILE", help: "A checkpoint or model file written by `resnet train`."),
+                Option(name: "checkpoint", value: "FILE", help: "checkpoint.safetensors or model.safetensors written by `resnet train`."),
                 Option(name: "model", value: "NAME", help: "Model name (default: read from the checkpoint)."),
-                Option(name: "data", value: "DIR", help: "Dataset directory (default: the bundled Fashion-MNIST)."),
-                Option(name: "shortcut", value: "A|B|C", help: "Shortcut option the model was trained with."),
+                Option(name: "data", value: "DIR", help: "Dataset directory (default: the one the checkpoint was trained on)."),
+                Option(name: "shortcut", value: "A|B|C", help: "Shortcut option (default: read from the checkpoint)."),
+                Option(name: "test-subset", value: "N", help: "Use only the first N test images."),
                 Option(name: "threads", value: "N", help: "Worker threads."),
                 Option(name: "json", value: nil, help: "Print the result as JSON."),
             ]),
@@ -45,14 +51,16 @@ let commands: [Command] = [
             usage: "degradation [options]", options: [
                 Option(name: "depths", value: "A,B", help: "The two depths (6n+2).", defaultValue: "20,56"),
                 Option(name: "data", value: "DIR", help: "Dataset directory (default: the bundled Fashion-MNIST)."),
-                Option(name: "epochs", value: "N", help: "Epochs per network.", defaultValue: "2"),
-                Option(name: "train-subset", value: "N", help: "Training images per epoch.", defaultValue: "20000"),
-                Option(name: "test-subset", value: "N", help: "Test images.", defaultValue: "2000"),
+                Option(name: "epochs", value: "N", help: "Epochs per network.", defaultValue: DegradationDefaults.epochs),
+                Option(name: "train-subset", value: "N", help: "Training images per epoch.", defaultValue: DegradationDefaults.trainSubset),
+                Option(name: "test-subset", value: "N", help: "Test images.", defaultValue: DegradationDefaults.testSubset),
                 Option(name: "batch-size", value: "N", help: "Mini-batch size.", defaultValue: "128"),
                 Option(name: "lr", value: "RATE", help: "Initial learning rate.", defaultValue: "0.1"),
                 Option(name: "threads", value: "N", help: "Worker threads."),
                 Option(name: "seed", value: "N", help: "Seed.", defaultValue: "0"),
                 Option(name: "out", value: "DIR", help: "Output directory.", defaultValue: "out/degradation"),
+                Option(name: "resume", value: nil, help: "Continue an interrupted run (finished networks are read back from their checkpoints)."),
+                Option(name: "json", value: nil, help: "End with one JSON object: each network's final errors and times."),
             ]),
     Command(name: "zoo", summary: "The model zoo: every network of the paper with parameters and multiply-adds computed from the built model.",
             usage: "zoo [--shortcut A|B|C] [--v1.5] [--json]", options: [
@@ -65,7 +73,7 @@ let commands: [Command] = [
 func topHelp() -> String {
     var s = "resnet: the networks of \"Deep Residual Learning for Image Recognition\" (He et al. 2015) in pure Swift.\n\nUsage: resnet <command> [options]\n\nCommands:\n"
     for c in commands { s += "  \(c.name.padding(toLength: 12, withPad: " ", startingAt: 0))\(c.summary)\n" }
-    s += "\n`resnet <command> --help` describes each command's options.\n"
+    s += "\n`resnet <command> --help` describes each command's options. Start with `resnet train`: ResNet-20 on the\nbundled Fashion-MNIST.\n"
     return s
 }
 
@@ -76,6 +84,7 @@ func shortcutOption(_ o: ParsedOptions) throws -> ShortcutOption? {
 
 func run() throws -> Int32 {
     let args = Array(CommandLine.arguments.dropFirst())
+    // No command: the overview (the main job is `resnet train`; training is never started by accident).
     guard let first = args.first else { say(topHelp()); return 0 }
     if first == "--help" || first == "-h" || first == "help" { say(topHelp()); return 0 }
     guard let command = commands.first(where: { $0.name == first }) else {

@@ -1,0 +1,231 @@
+import Testing
+import Foundation
+
+/// The `resnet` executable, run as a user would: built by `swift test` along with everything else
+/// (next to the test bundle), or by `swift build` in `.build/release`.
+let resnetBinary: URL? = {
+    let fm = FileManager.default
+    var candidates = [URL(fileURLWithPath: ProcessInfo.processInfo.arguments[0]).deletingLastPathComponent()
+        .appendingPathComponent("resnet")]
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    candidates.append(root.appendingPathComponent(".build/release/resnet"))
+    return candidates.first { fm.isExecutableFile(atPath: $0.path) }
+}()
+
+struct Run {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var lastLine: String { stdout.split(separator: "\n").last.map(String.init) ?? "" }
+}
+
+/// A fresh temporary directory, removed by the caller's `defer`.
+func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("resnet-cli-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Starts `resnet args` with stdout and stderr going to files in `dir` (no pipe to fill up).
+func start(_ args: [String], in dir: URL) throws -> (Process, URL, URL) {
+    guard let binary = resnetBinary else {
+        Issue.record("the resnet executable is not built (swift build -c release)")
+        throw CocoaError(.fileNoSuchFile)
+    }
+    let out = dir.appendingPathComponent("stdout-\(UUID().uuidString)"), err = dir.appendingPathComponent("stderr-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: out.path, contents: nil)
+    FileManager.default.createFile(atPath: err.path, contents: nil)
+    let p = Process()
+    p.executableURL = binary
+    p.arguments = args
+    p.currentDirectoryURL = dir
+    p.standardOutput = try FileHandle(forWritingTo: out)
+    p.standardError = try FileHandle(forWritingTo: err)
+    try p.run()
+    return (p, out, err)
+}
+
+@discardableResult
+func resnet(_ args: [String], in dir: URL? = nil) throws -> Run {
+    let d = try dir ?? temporaryDirectory()
+    defer { if dir == nil { try? FileManager.default.removeItem(at: d) } }
+    let (p, out, err) = try start(args, in: d)
+    p.waitUntilExit()
+    return Run(status: p.terminationStatus, stdout: try String(contentsOf: out, encoding: .utf8),
+               stderr: try String(contentsOf: err, encoding: .utf8))
+}
+
+/// The deterministic columns of log.csv (everything but wall time and images/s).
+func deterministicLog(_ url: URL) throws -> [String] {
+    try String(contentsOf: url, encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",", omittingEmptySubsequences: false).prefix(6).joined(separator: ",") }
+}
+
+@Suite(.serialized) struct CLITests {
+    @Test func helpOnEverySubcommand() throws {
+        for command in ["train", "eval", "infer", "degradation", "zoo"] {
+            let r = try resnet([command, "--help"])
+            #expect(r.status == 0 && r.stderr.isEmpty, "\(command): \(r.stderr)")
+            #expect(r.stdout.contains("Usage: resnet \(command)") && r.stdout.contains("--help"), "\(r.stdout)")
+        }
+        let train = try resnet(["train", "--help"]).stdout
+        for flag in ["--model", "--data", "--epochs", "--batch-size", "--lr", "--threads", "--seed", "--out", "--resume", "--json"] {
+            #expect(train.contains(flag), "train --help lacks \(flag)")
+        }
+        for args in [[], ["--help"], ["help"]] {
+            let r = try resnet(args)
+            #expect(r.status == 0 && r.stdout.contains("Commands:") && r.stdout.contains("resnet train"), "\(args)")
+        }
+    }
+
+    /// Unknown flags, bad values and missing arguments: exit status 2, the reason and the
+    /// command's help on stderr, nothing on stdout, nothing started.
+    @Test(arguments: [
+        (["frobnicate"], "unknown command 'frobnicate'"),
+        (["train", "--bogus"], "unknown option '--bogus'"),
+        (["train", "--epochs", "abc"], "--epochs: 'abc' is not an integer"),
+        (["train", "--epochs", "0"], "--epochs: '0' is not an integer in 1..."),
+        (["train", "--epochs"], "--epochs needs a value"),
+        (["train", "--lr", "-1"], "--lr: '-1' is not a number"),
+        (["train", "--lr", "nan"], "--lr: 'nan' is not a number"),
+        (["train", "--batch-size", "1e3"], "--batch-size: '1e3' is not an integer"),
+        (["train", "--model", "resnet21"], "unknown model 'resnet21'"),
+        (["train", "--shortcut", "D"], "--shortcut: 'D' is not one of"),
+        (["train", "--normalization", "zscore"], "--normalization: 'zscore' is not one of"),
+        (["train", "--threads", "0"], "--threads: '0' is not an integer"),
+        (["train", "stray"], "unexpected argument 'stray'"),
+        (["train", "--json=yes"], "--json takes no value"),
+        (["eval"], "--checkpoint FILE is required"),
+        (["infer", "--model", "resnet18"], "are required"),
+        (["degradation", "--depths", "20"], "--depths: two increasing depths"),
+        (["degradation", "--depths", "56,20"], "--depths: two increasing depths"),
+        (["zoo", "--v2"], "unknown option '--v2'"),
+    ])
+    func usageErrors(_ args: [String], _ message: String) throws {
+        let r = try resnet(args)
+        #expect(r.status == 2, "\(args): status \(r.status)")
+        #expect(r.stderr.contains(message), "\(args): \(r.stderr)")
+        #expect(r.stderr.contains("Usage: resnet"), "\(args): no usage in \(r.stderr)")
+        #expect(r.stdout.isEmpty, "\(args): \(r.stdout)")
+    }
+
+    /// Bad files are errors (status 1) with the file named, not usage errors.
+    @Test func runtimeErrors() throws {
+        let r = try resnet(["train", "--data", "/nonexistent/cifar", "--epochs", "1"])
+        #expect(r.status == 1 && r.stderr.contains("/nonexistent/cifar"), "\(r.status) \(r.stderr)")
+        let e = try resnet(["eval", "--checkpoint", "/nonexistent/model.safetensors"])
+        #expect(e.status == 1 && e.stderr.contains("/nonexistent/model.safetensors"), "\(e.status) \(e.stderr)")
+    }
+
+    static let small = ["train", "--model", "resnet8", "--train-subset", "256", "--test-subset", "100", "--batch-size", "32",
+                        "--epochs", "2", "--threads", "2"]
+
+    /// 16 steps straight, and the same run stopped after step 5 (mid-epoch), resumed, stopped after
+    /// step 8 (an epoch boundary), resumed to the end: bit-identical weights, optimizer state and
+    /// log. A different seed gives different weights (the comparison can fail).
+    @Test func resumeIsExact() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let straight = try resnet(Self.small + ["--out", "a", "--json"], in: dir)
+        #expect(straight.status == 0, "\(straight.stderr)")
+
+        let first = try resnet(Self.small + ["--out", "b", "--stop-after", "5"], in: dir)
+        #expect(first.status == 0 && first.stdout.contains("Stopped after step 5"), "\(first.stdout) \(first.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("b/model.safetensors").path))
+        let second = try resnet(Self.small + ["--out", "b", "--resume", "--stop-after", "8"], in: dir)
+        #expect(second.status == 0 && second.stdout.contains("epoch 1, batch 5, step 5"), "\(second.stdout) \(second.stderr)")
+        let third = try resnet(Self.small + ["--out", "b", "--resume", "--json"], in: dir)
+        #expect(third.status == 0 && third.stdout.contains("epoch 2, batch 0, step 8"), "\(third.stdout) \(third.stderr)")
+
+        func bytes(_ path: String) throws -> Data { try Data(contentsOf: dir.appendingPathComponent(path)) }
+        #expect(try bytes("a/model.safetensors") == bytes("b/model.safetensors"), "resumed weights differ")
+        // The checkpoints' tensors (weights, batch-norm statistics, momentum buffers) are identical;
+        // only the JSON header differs (wall times).
+        func tensorBytes(_ path: String) throws -> Data {
+            let d = try bytes(path)
+            let n = d.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+            return d.dropFirst(8 + n)
+        }
+        let ca = try tensorBytes("a/checkpoint.safetensors"), cb = try tensorBytes("b/checkpoint.safetensors")
+        #expect(ca.count > 75_002 * 4 * 2 && ca == cb)
+        let logA = try deterministicLog(dir.appendingPathComponent("a/log.csv"))
+        let logB = try deterministicLog(dir.appendingPathComponent("b/log.csv"))
+        #expect(logA.count == 9 && logA == logB)
+
+        // The JSON summary: exactly the issue's keys, errors as fractions, same errors after resume.
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(straight.lastLine.utf8)) as? [String: Any])
+        #expect(Set(json.keys) == ["model", "epochs", "final_test_error", "final_train_error", "images_per_sec",
+                                   "wall_seconds", "peak_rss_mb"])
+        #expect(json["model"] as? String == "resnet8" && json["epochs"] as? Int == 2)
+        for key in ["final_test_error", "final_train_error"] {
+            let v = try #require(json[key] as? Double)
+            #expect(v >= 0 && v <= 1, "\(key) = \(v)")
+        }
+        for key in ["images_per_sec", "wall_seconds", "peak_rss_mb"] { #expect((json[key] as? Double ?? 0) > 0, "\(key)") }
+        let resumed = try #require(try JSONSerialization.jsonObject(with: Data(third.lastLine.utf8)) as? [String: Any])
+        #expect(resumed["final_test_error"] as? Double == json["final_test_error"] as? Double)
+        #expect(resumed["final_train_error"] as? Double == json["final_train_error"] as? Double)
+
+        // The per-epoch files.
+        let svg = try String(contentsOf: dir.appendingPathComponent("a/curves.svg"), encoding: .utf8)
+        #expect(svg.hasPrefix("<svg") && svg.components(separatedBy: "<polyline").count == 3)
+        #expect(straight.stdout.contains("epoch 1/2  train err") && straight.stdout.contains("test err"))
+
+        let other = try resnet(Self.small + ["--out", "c", "--seed", "1"], in: dir)
+        #expect(other.status == 0)
+        #expect(try bytes("a/model.safetensors") != bytes("c/model.safetensors"))
+
+        // eval on the final model: the same test error as training reported, and a confusion matrix.
+        let eval = try resnet(["eval", "--checkpoint", "a/model.safetensors", "--test-subset", "100", "--json"], in: dir)
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let e = try #require(try JSONSerialization.jsonObject(with: Data(eval.lastLine.utf8)) as? [String: Any])
+        #expect(e["test_error"] as? Double == json["final_test_error"] as? Double)
+        let confusion = try #require(e["confusion"] as? [[Int]])
+        #expect(confusion.count == 10 && confusion.allSatisfy { $0.count == 10 } && confusion.joined().reduce(0, +) == 100)
+        #expect((e["per_class_error"] as? [Double])?.count == 10)
+        let text = try resnet(["eval", "--checkpoint", "a/checkpoint.safetensors", "--test-subset", "100"], in: dir)
+        #expect(text.status == 0 && text.stdout.contains("Confusion matrix") && text.stdout.contains("Ankle boot"), "\(text.stdout)")
+
+        // Resuming with different options is refused rather than silently mixing runs.
+        let mismatch = try resnet(Self.small + ["--out", "b", "--resume", "--lr", "0.05"], in: dir)
+        #expect(mismatch.status == 2 && mismatch.stderr.contains("different run"), "\(mismatch.stderr)")
+    }
+
+    /// Ctrl-C: the run saves a checkpoint after the current step and exits with status 130; the
+    /// checkpoint loads and evaluates.
+    @Test func interruptSavesCheckpoint() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let (p, out, err) = try start(["train", "--model", "resnet8", "--train-subset", "8192", "--test-subset", "100",
+                                       "--batch-size", "32", "--epochs", "1", "--out", "run"], in: dir)
+        let deadline = Date().addingTimeInterval(120)
+        while p.isRunning && Date() < deadline {
+            if (try? String(contentsOf: out, encoding: .utf8))?.contains("step 1/") == true { break }
+            usleep(20_000)
+        }
+        kill(p.processIdentifier, SIGINT)
+        p.waitUntilExit()
+        let stdout = try String(contentsOf: out, encoding: .utf8), stderr = try String(contentsOf: err, encoding: .utf8)
+        #expect(p.terminationStatus == 130, "status \(p.terminationStatus): \(stdout) \(stderr)")
+        #expect(stdout.contains("Interrupted: checkpoint saved"), "\(stdout)")
+        let eval = try resnet(["eval", "--checkpoint", "run/checkpoint.safetensors", "--test-subset", "100", "--json"], in: dir)
+        #expect(eval.status == 0 && eval.lastLine.contains("test_error"), "\(eval.stderr)")
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/log.csv").path))
+    }
+
+    /// The degradation experiment at toy scale: four nets, one figure with two panels, a CSV.
+    @Test func degradationSmoke() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try resnet(["degradation", "--depths", "8,14", "--epochs", "1", "--train-subset", "256", "--test-subset", "100",
+                            "--batch-size", "64", "--out", "d", "--json"], in: dir)
+        #expect(r.status == 0, "\(r.stderr)")
+        let svg = try String(contentsOf: dir.appendingPathComponent("d/degradation.svg"), encoding: .utf8)
+        #expect(svg.components(separatedBy: "<polyline").count == 9, "4 nets x (train, test)")
+        #expect(svg.contains(">plain</text>") && svg.contains(">ResNet</text>"))
+        let csv = try String(contentsOf: dir.appendingPathComponent("d/degradation.csv"), encoding: .utf8).split(separator: "\n")
+        #expect(csv.first == "model,epoch,step,train_error,test_error")
+        #expect(Set(csv.dropFirst().map { $0.split(separator: ",")[0] }) == ["plain8", "plain14", "resnet8", "resnet14"])
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(r.lastLine.utf8)) as? [String: Any])
+        #expect((json["models"] as? [[String: Any]])?.count == 4)
+    }
+}
