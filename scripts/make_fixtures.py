@@ -1,9 +1,13 @@
-"""Writes PyTorch reference cases as safetensors for the Swift parity tests.
+"""Writes PyTorch reference cases as safetensors for the Swift parity tests (docs/Testing.md).
+
+Groups (command-line arguments; default all): `layers` (ops, layers and residual blocks),
+`optimizers`, `networks` (whole networks with formula weights), `torchvision_files` (files written by
+the real `safetensors` library: torchvision state-dict headers, an F16 state dict, every dtype).
 
 Deterministic: every tensor comes from torch.Generator seeded per case; references are computed in
 float64 from the float32 inputs, then stored as float32. Each case stores its inputs, weights (in
 torchvision naming), a random `grad_output` R, the output, and the gradients of sum(output * R).
-Case parameters go in the safetensors `__metadata__` as JSON.
+Case parameters go in the safetensors `__metadata__` as JSON. Rerunning gives byte-identical files.
 """
 import json
 import os
@@ -578,7 +582,7 @@ def networks():
     for name, make, shape in nets:
         model = make().double()
         fill_state(model)
-        x = fixture_value(f"{name}.input", shape).double() * 3  # the same formula scaled to about [-3, 3)
+        x = fixture_value(f"{name}.input", shape).double() * 3  # the formula (He-like scale) times 3: about ±0.09 at 32x32, ±0.05 at 64x64
         labels = torch.tensor([1, 7])
         nudged = clear_kinks(model, x)
         # Gradients are compared element by element in eval mode (batch norm as a fixed per-channel
@@ -631,9 +635,126 @@ def networks():
     w.save("networks.safetensors")
 
 
+# ---------------------------------------------------------------------------------------------
+# Files written by the real `safetensors` library (torchvision's state dicts, other dtypes).
+#
+# A full-size ResNet-18 / ResNet-50 state dict is 47 / 100 MB: too big to commit. What the parity
+# test needs from such a file is (1) exactly the bytes the library writes for torchvision's state
+# dict (its header layout, ordering, padding, dtypes, the I64 `num_batches_tracked` scalars,
+# torchvision's names and shapes) and (2) logits computed by torchvision from those weights. So the
+# model's tensors are set from the formula both languages implement (`fixture_value`), the library
+# writes the file, and only its header (a few KB) is committed, with the file's CRC-32 and length
+# and torchvision's float64 logits. The Swift test rebuilds the data section from the header and the
+# formula, checks that the CRC-32 and length match, so the rebuilt file *is* the library's file byte
+# for byte, and runs `resnet infer` on it. A real file with torch-random weights (CIFAR ResNet-20, in
+# F16) and a file of special values in every dtype are committed whole (small).
+
+NUM_BATCHES_TRACKED = 100   # written as I64 by the library; the Swift rebuild uses the same value
+
+
+def library_bytes(tensors, metadata=None):
+    from safetensors.torch import save
+    return save(tensors, metadata=metadata)
+
+
+def write_header(blob, path):
+    n = struct.unpack("<Q", blob[:8])[0]
+    with open(path, "wb") as f:
+        f.write(blob[:8 + n])
+
+
+def input_exponent(shape):
+    """The input is fixture_value("input", shape) * 2^k (exact), with k bringing it to about [-1, 1]."""
+    import math
+    fan_in = int(torch.tensor(shape[1:]).prod())
+    return round(math.log2(1 / (3.0 / fan_in) ** 0.5))
+
+
+def torchvision_files():
+    import zlib
+    out = os.path.join(OUT, "torchvision")
+    os.makedirs(out, exist_ok=True)
+    w = Writer()
+    inputs = {}
+    for key, shape in [("input224", (1, 3, 224, 224)), ("input32", (2, 3, 32, 32))]:
+        k = input_exponent(shape)
+        x = fixture_value("input", shape) * (2.0 ** k)
+        blob = library_bytes({"input": x})
+        write_header(blob, os.path.join(out, f"{key}.header"))
+        inputs[key] = x
+        w.case(key, dict(shape=list(shape), exponent=k, crc32=zlib.crc32(blob), bytes=len(blob)))
+    cases = [
+        # file, torchvision/zoo model, input, [(reference name, builder, resnet infer flags)]
+        ("resnet18", "resnet18", "input224", [("resnet18", lambda: imagenet(18, True), ["--shortcut", "B"])]),
+        ("resnet50", "resnet50", "input224", [("resnet50_v1.5", lambda: imagenet(50, True), ["--shortcut", "B", "--v1.5"]),
+                                              ("resnet50_v1", lambda: imagenet(50, False), ["--shortcut", "B"])]),
+        ("resnet20", "resnet20", "input32", [("resnet20", lambda: CifarNet(3, True), [])]),
+        ("plain20", "plain20", "input32", [("plain20", lambda: CifarNet(3, False), [])]),
+    ]
+    for fname, zoo, inp, variants in cases:
+        blob = None
+        for ref, make, flags in variants:
+            model = make()
+            fill_state(model)
+            for k, v in model.state_dict().items():
+                if k.endswith("num_batches_tracked"):
+                    v.fill_(NUM_BATCHES_TRACKED)
+            if blob is None:   # every variant has the same names, shapes and values
+                blob = library_bytes({k: v.contiguous() for k, v in model.state_dict().items()}, metadata={"format": "pt"})
+                write_header(blob, os.path.join(out, f"{fname}.header"))
+            model = model.double().eval()
+            with torch.no_grad():
+                logits = model(inputs[inp].double())
+            w.case(ref, dict(model=zoo, weights=f"{fname}.header", input=inp, flags=flags, crc32=zlib.crc32(blob),
+                             bytes=len(blob), num_batches_tracked=NUM_BATCHES_TRACKED), logits=logits)
+        print(f"torchvision/{fname}: {len(blob) / 1e6:.1f} MB file, header {os.path.getsize(os.path.join(out, fname + '.header'))} bytes")
+
+    # A whole PyTorch state dict in F16 (CIFAR ResNet-20, zoo naming, torch-random weights and
+    # statistics), written by the library, and torch's logits from the rounded weights.
+    gen = torch.Generator().manual_seed(20)
+    model = CifarNet(3, True)
+    fill_random(model, gen)
+    half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
+    with open(os.path.join(out, "resnet20_f16.safetensors"), "wb") as f:
+        f.write(library_bytes(half, metadata={"format": "pt"}))
+    x = rand(gen, 2, 3, 32, 32)
+    with open(os.path.join(out, "resnet20_f16.input.safetensors"), "wb") as f:
+        f.write(library_bytes({"input": x}))
+    model.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in half.items()})
+    with torch.no_grad():
+        logits = model.double().eval()(x.double())
+    w.case("resnet20_f16", dict(model="resnet20", flags=[]), logits=logits)
+
+    # Every dtype the reader converts, with the values that test a conversion: signed zeros,
+    # subnormals, the largest finite values, infinities, NaN, float64 values that round (ties to
+    # even) or overflow in float32, and large integers; each beside torch's own float32 conversion.
+    f64 = torch.tensor([0.0, -0.0, 1.0, -2.5, 0.1, 1 / 3, 1e-40, -1e-45, 1e-46, 1e39, -1e39, 3.4028235e38,
+                        1 + 2.0 ** -24, 1 + 3 * 2.0 ** -24, 2.0 ** -149, float("inf"), float("-inf"), float("nan")],
+                       dtype=torch.float64)
+    f64 = torch.cat([f64, torch.randn(64, generator=gen, dtype=torch.float64) * 100])
+    f16 = torch.tensor([0.0, -0.0, 1.0, -2.0, 65504, -65504, 6.103515625e-05, 5.960464477539063e-08, 3.0e-06,
+                        float("inf"), float("-inf"), float("nan")], dtype=torch.float16)
+    f16 = torch.cat([f16, (torch.randn(64, generator=gen) * 10).half()])
+    bf16 = torch.tensor([0.0, -0.0, 1.0, -3.0, 3.3895313892515355e38, 9.183549615799121e-41, 1.1754943508222875e-38,
+                         float("inf"), float("-inf"), float("nan")], dtype=torch.bfloat16)
+    bf16 = torch.cat([bf16, (torch.randn(64, generator=gen) * 10).bfloat16()])
+    i64 = torch.tensor([0, 1, -1, 7, 2 ** 40 + 1, -(2 ** 53) - 1, 2 ** 62], dtype=torch.int64)
+    i32 = torch.tensor([0, 1, -1, 2 ** 31 - 1, -(2 ** 31), 16777217], dtype=torch.int32)
+    f32 = torch.tensor([0.0, -0.0, 1.5, float("nan"), float("inf"), 1e-45], dtype=torch.float32)
+    tensors = {"f64": f64, "f16": f16, "bf16": bf16, "i64": i64, "i32": i32, "f32": f32,
+               "f16_matrix": f16[:60].reshape(3, 4, 5)}
+    for k in list(tensors):
+        tensors[k] = tensors[k].clone()
+        tensors[f"{k}.as_f32"] = tensors[k].to(torch.float32).clone()
+    with open(os.path.join(out, "dtypes.safetensors"), "wb") as f:
+        f.write(library_bytes(tensors, metadata={"format": "pt"}))
+    path = os.path.join("torchvision", "references.safetensors")
+    w.save(path)
+
+
 if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)  # fixed summation order: byte-identical output on every run
-    which = sys.argv[1:] or ["layers", "optimizers", "networks"]
+    which = sys.argv[1:] or ["layers", "optimizers", "networks", "torchvision_files"]
     for name in which:
         globals()[name]()

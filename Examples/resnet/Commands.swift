@@ -95,7 +95,15 @@ func inferCommand(_ o: ParsedOptions) throws -> Int32 {
     guard let model = Zoo.make(name, options: .init(shortcut: try shortcutOption(o),
                                                     stridePlacement: o.flag("v1.5") ? .middleConvolution : .firstConvolution,
                                                     classes: classes, inputChannels: x.shape[1])) else { return 1 }
-    try model.loadStateDict(state)
+    let shortcut = try shortcutOption(o)?.rawValue ?? "the paper's default"
+    do {
+        try model.loadStateDict(state)
+    } catch {
+        // The zoo defaults to the paper's shortcuts; torchvision's ResNets are option B (v1.5).
+        guard error.message.contains("downsample") else { throw error }
+        throw CheckpointError(error.kind, error.message + " (the model was built with shortcut option \(shortcut); "
+            + "torchvision's ResNets need --shortcut B, and --v1.5 for ResNet-50/101/152)")
+    }
     model.eval()
     let logits = withoutTape { model(x) }
     try SafeTensors.write([("logits", logits)], to: URL(fileURLWithPath: output))

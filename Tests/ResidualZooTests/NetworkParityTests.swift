@@ -67,6 +67,9 @@ import ResidualTestSupport
             let e = zip(mine, ref.scalars).map { abs($0 - $1) }.max()! / max(scale, 1e-30)
             worstSample = max(worstSample, e)
         }
+        logParity("\(key).eval.logits", relativeError(eval, f["\(key).logits_eval"]))
+        logParity("\(key).eval.grad_norms", worstNorm)
+        logParity("\(key).eval.grad_samples", worstSample)
         #expect(worstNorm < 1e-3, "\(key): worst eval-mode gradient-norm error \(worstNorm)")
         #expect(worstSample < 1e-3, "\(key): worst eval-mode sampled-gradient error \(worstSample)")
 
@@ -92,6 +95,8 @@ import ResidualTestSupport
             worstTrainNorm = max(worstTrainNorm, abs(norm - refNorm) / max(refNorm, 1e-12))
         }
         let trainTolerance = Float(max(1e-3, 3 * sensitivity[0]))
+        logParity("\(key).train.logits", relativeError(logits, f["\(key).logits_train"]))
+        logParity("\(key).train.grad_norms", worstTrainNorm)
         #expect(worstTrainNorm < trainTolerance, "\(key): worst train-mode gradient-norm error \(worstTrainNorm), tolerance \(trainTolerance)")
         // One train-mode forward moved the running statistics exactly as PyTorch's did.
         for (bname, b) in model.namedBuffers() where bname.hasSuffix("running_mean") || bname.hasSuffix("running_var") {
