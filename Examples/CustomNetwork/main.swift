@@ -1,7 +1,12 @@
 // A network of your own: a small residual CNN written as a Module, trained on the bundled
-// Fashion-MNIST with SGD and the paper's learning-rate schedule, evaluated, and saved as safetensors.
+// Fashion-MNIST with SGD and the paper's learning-rate schedule, evaluated, saved as safetensors,
+// and loaded back.
 //
-//   swift run -c release CustomNetwork [steps]
+//   swift run -c release CustomNetwork [--steps 400] [--test 2000] [--out out/CustomNetwork]
+//
+// This is the code to copy when you want a model the zoo does not have: layers are stored
+// properties (their names become the parameter names in the checkpoint: `stage1.0.conv1.weight`),
+// `callAsFunction` is the forward pass, and the tape records it for the backward pass.
 import Foundation
 import Residual
 
@@ -46,15 +51,33 @@ final class SmallResNet: Layer {
     }
 }
 
-let steps = CommandLine.arguments.count > 1 ? Int(CommandLine.arguments[1]) ?? 400 : 400
+// MARK: - Options (kept minimal: see Examples/resnet for a full command-line interface)
+
+var steps = 400, testCount = 2000, outDirectory = "out/CustomNetwork"
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch (a, args.first) {
+    case ("--steps", let v?) where Int(v).map({ $0 > 0 }) == true: steps = Int(v)!; args.removeFirst()
+    case ("--test", let v?) where Int(v).map({ $0 > 0 }) == true: testCount = Int(v)!; args.removeFirst()
+    case ("--out", let v?): outDirectory = v; args.removeFirst()
+    default:
+        FileHandle.standardError.write(Data("usage: CustomNetwork [--steps N] [--test N] [--out DIR]\n".utf8))
+        exit(2)
+    }
+}
+
+// MARK: - Data: the bundled Fashion-MNIST, normalised and augmented as in the paper
+
 let train = try Dataset.fashionMNIST(train: true)
-let test = try Dataset.fashionMNIST(train: false).prefix(2000)
-let prep = Preprocessing(fitting: train)
+let test = try Dataset.fashionMNIST(train: false).prefix(testCount)
+let prep = Preprocessing(fitting: train)          // per-pixel mean, 28x28 centred on 32x32
 let loader = BatchLoader(train, batchSize: 128, shuffle: true, augment: true, preprocessing: prep, seed: 42)
 
 let model = withSeed(42) { SmallResNet() }
 print("SmallResNet: \(model.parameterCount) parameters")
 print(ModelSummary(model, inputShape: [1, 32, 32]))
+
+// MARK: - Training: SGD with momentum, weight decay, the paper's schedule scaled to `steps`
 
 let optimizer = SGD(model.parameters, learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4)
 let schedule = MultiStepSchedule.paper(base: 0.1, totalSteps: steps)
@@ -68,22 +91,42 @@ training: for epoch in 0... {
         optimizer.step()
         optimizer.zeroGrad()
         step += 1
-        if step % 50 == 0 { print("step \(step)  loss \(String(format: "%.4f", loss.scalar))") }
+        if step % 50 == 0 || step == steps { print("step \(step)/\(steps)  loss \(String(format: "%.4f", loss.scalar))") }
         if step == steps { break training }
     }
 }
 
-model.eval()
-var correct = 0
-for batch in BatchLoader(test, batchSize: 500, shuffle: false, augment: false, preprocessing: prep).batches(epoch: 0) {
-    let logits = withoutTape { model(batch.images) }
-    for (i, label) in batch.labels.enumerated() {
-        let row = (0..<10).map { logits[i, $0] }
-        if row.firstIndex(of: row.max()!) == label { correct += 1 }
+// MARK: - Evaluation (eval mode: batch norm uses its running statistics)
+
+func predict(_ model: SmallResNet, _ images: Tensor) -> [Int] {
+    let logits = withoutTape { model(images) }
+    return (0..<logits.shape[0]).map { i in
+        let row = (0..<logits.shape[1]).map { logits[i, $0] }
+        return row.firstIndex(of: row.max()!)!
     }
+}
+
+model.eval()
+var predictions: [Int] = [], correct = 0
+let testLoader = BatchLoader(test, batchSize: 500, shuffle: false, augment: false, preprocessing: prep)
+for batch in testLoader.batches(epoch: 0) {
+    let p = predict(model, batch.images)
+    predictions += p
+    correct += zip(p, batch.labels).filter { $0 == $1 }.count
 }
 print("test accuracy on \(test.count) images: \(String(format: "%.2f", 100 * Double(correct) / Double(test.count)))%")
 
-let url = URL(fileURLWithPath: "small-resnet.safetensors")
+// MARK: - Save, and load into a fresh model (parameters and batch-norm statistics by name)
+
+let url = URL(fileURLWithPath: outDirectory).appendingPathComponent("small-resnet.safetensors")
 try model.save(to: url)
-print("saved \(url.path)")
+let restored = SmallResNet()
+try restored.load(from: url)
+restored.eval()
+var restoredPredictions: [Int] = []
+for batch in testLoader.batches(epoch: 0) { restoredPredictions += predict(restored, batch.images) }
+guard restoredPredictions == predictions else {
+    FileHandle.standardError.write(Data("the reloaded model predicts differently\n".utf8))
+    exit(1)
+}
+print("saved \(url.path); reloaded, same predictions on all \(test.count) test images")
