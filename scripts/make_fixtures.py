@@ -589,7 +589,7 @@ def networks():
         # affine map), where with the kinks cleared float32-sized perturbations move them by ~3e-5.
         # In train mode they stay ill-conditioned at these sizes even so: batch statistics amplify
         # rounding by |mean|/std and couple every element of a channel, and the same perturbation
-        # moves single gradient elements by up to 77% (ResNet-50) in float64 itself. Train-mode batch
+        # moves single gradient elements by up to ~70% (ResNet-50) in float64 itself. Train-mode batch
         # norm backward is checked element by element at the layer level (layers.safetensors); here
         # through the train-mode logits, loss, running statistics and per-parameter gradient norms,
         # with the measured sensitivity stored beside them.

@@ -57,7 +57,7 @@ import ResidualTestSupport
         for (pname, p) in model.namedParameters() {
             let g = p.grad ?? Tensor(zeros: p.shape)
             let refNorm = f["\(key).grad.\(pname).norm"].scalar
-            let norm = withoutTape { sqrt(sum(g * g)) }.scalar
+            let norm = l2Norm(g)
             worstNorm = max(worstNorm, abs(norm - refNorm) / max(refNorm, 1e-12))
             let idx = f["\(key).grad.\(pname).index"].scalars.map { Int($0) }
             #expect(idx == FixtureWeights.sampleIndices(pname, count: p.count), "\(pname) sample positions")
@@ -91,7 +91,7 @@ import ResidualTestSupport
         for (pname, p) in model.namedParameters() {
             let g = p.grad ?? Tensor(zeros: p.shape)
             let refNorm = f["\(key).grad_train.\(pname).norm"].scalar
-            let norm = withoutTape { sqrt(sum(g * g)) }.scalar
+            let norm = l2Norm(g)
             worstTrainNorm = max(worstTrainNorm, abs(norm - refNorm) / max(refNorm, 1e-12))
         }
         let trainTolerance = Float(max(1e-3, 3 * sensitivity[0]))
@@ -105,4 +105,10 @@ import ResidualTestSupport
             #expect(relativeError(mine, head) < 1e-4, "\(bname)")
         }
     }
+}
+
+/// The L2 norm accumulated in Double: a float32 sum over ResNet-50's 2.4M-element layer4 weights
+/// would itself be off by ~1e-4, which is the test's rounding, not the engine's.
+func l2Norm(_ t: Tensor) -> Float {
+    Float(t.scalars.reduce(0.0) { $0 + Double($1) * Double($1) }.squareRoot())
 }
