@@ -31,6 +31,8 @@ public final class Tape: @unchecked Sendable {
     struct Node {
         var inputs: [Int]
         var backward: BackwardRule?
+        /// The layout of the value this node produced: its gradient is handed on in this layout.
+        var layout: Tensor.Layout = .standard
     }
 
     public let id: UInt64
@@ -56,7 +58,7 @@ public final class Tape: @unchecked Sendable {
     /// Marks `tensor` as a leaf whose gradient can be asked for with `gradients(of:withRespectTo:)`.
     public func watch(_ tensor: Tensor) -> Tensor {
         var t = tensor.detached
-        t.trace = Tensor.Trace(tapeID: id, index: append(Node(inputs: [], backward: nil)))
+        t.trace = Tensor.Trace(tapeID: id, index: append(Node(inputs: [], backward: nil, layout: t.layout)))
         return t
     }
 
@@ -69,7 +71,7 @@ public final class Tape: @unchecked Sendable {
             checkNotConsumed()
             if let i = leafOfParameter[key] { return i }
             let i = nodes.count
-            nodes.append(Node(inputs: [], backward: nil))
+            nodes.append(Node(inputs: [], backward: nil, layout: t.layout))
             leafOfParameter[key] = i
             parameterAtLeaf[i] = parameter
             return i
@@ -97,6 +99,9 @@ public final class Tape: @unchecked Sendable {
     ///
     /// This is the only entry point ops use; write a new op as: compute the output with kernels, then
     /// `return Tape.recordOp(output, inputs: [a, b]) { grad, needs in [...] }`.
+    ///
+    /// Layouts: `backward` receives the gradient in `output`'s memory layout, and may return input
+    /// gradients in any layout (the tape converts each to the layout of the value it belongs to).
     public static func recordOp(_ output: Tensor, inputs: [Tensor], backward: @escaping BackwardRule) -> Tensor {
         guard let tape = Tape.current else { return output.detached }
         var any = false
@@ -106,7 +111,8 @@ public final class Tape: @unchecked Sendable {
         }
         guard any else { return output.detached }
         var out = output.detached
-        out.trace = Tensor.Trace(tapeID: tape.id, index: tape.append(Node(inputs: indices, backward: backward)))
+        out.trace = Tensor.Trace(tapeID: tape.id,
+                                 index: tape.append(Node(inputs: indices, backward: backward, layout: output.layout)))
         return out
     }
 
@@ -169,8 +175,10 @@ public final class Tape: @unchecked Sendable {
             for i in stride(from: tr.index, through: 0, by: -1) {
                 let node = nodes[i]
                 nodes[i] = Node(inputs: [], backward: nil)   // free the activations it captured
-                guard let g = grads[i] else { continue }
+                guard var g = grads[i] else { continue }
                 grads[i] = nil
+                // Each gradient travels in the layout of its value (rules may return any layout).
+                if g.layout != node.layout { g = g.relaid(node.layout, for: "Tape.backward") }
                 if keep.contains(i) { kept[i] = g }
                 if let p = parameters[i] { p.accumulateGradient(g) }
                 guard let rule = node.backward else { continue }
@@ -195,12 +203,12 @@ public func withoutTape<R>(_ body: () throws -> R) rethrows -> R {
 }
 
 extension Tensor {
-    /// `self += other` in place (same shape), used to sum gradients; copies first if shared.
+    /// `self += other` in place (same shape), used to sum gradients; copies first if shared. Keeps
+    /// `self`'s layout (`other` is converted if it differs).
     public mutating func accumulate(_ other: Tensor) {
         shapeCheck(shape == other.shape, "accumulate: \(describe(shape)) += \(describe(other.shape))")
-        let n = count
-        other.withUnsafeBufferPointer { o in
-            withUnsafeMutableBufferPointer { a in axpy(n, 1, o.baseAddress!, a.baseAddress!) }
-        }
+        let o = other.relaid(layout, for: "accumulate")
+        makeStorageUnique()
+        withExtendedLifetime(o) { ResidualKernels.accumulate(count, o.rawStorage.pointer, into: rawStorage.pointer) }
     }
 }

@@ -69,14 +69,19 @@ public final class BatchNorm2d: Layer, ModeDependent {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }
 
-    public func callAsFunction(_ x: Tensor) -> Tensor {
+    public func callAsFunction(_ x: Tensor) -> Tensor { callAsFunction(x, fusedReLU: false) }
+
+    /// `relu(self(x))` with `fusedReLU`, in one pass over memory forward and one backward (the
+    /// conv-BN-ReLU sequence of a ResNet). The output keeps `x`'s memory layout.
+    public func callAsFunction(_ x: Tensor, fusedReLU: Bool) -> Tensor {
         shapeCheck(x.rank >= 2 && x.shape[1] == runningMean.value.count,
                    "BatchNorm2d: input \(describe(x.shape)) for \(runningMean.value.count) channels")
         guard isTraining else {
             return batchNormInference(x, weight: weight?.value, bias: bias?.value, mean: runningMean.value,
-                                      variance: runningVar.value, epsilon: epsilon)
+                                      variance: runningVar.value, epsilon: epsilon, fusedReLU: fusedReLU)
         }
-        let (y, mean, variance) = batchNormTraining(x, weight: weight?.value, bias: bias?.value, epsilon: epsilon)
+        let (y, mean, variance) = batchNormTraining(x, weight: weight?.value, bias: bias?.value, epsilon: epsilon,
+                                                    fusedReLU: fusedReLU)
         let n = Float(x.count / x.shape[1])
         withoutTape {
             let m = momentum

@@ -102,14 +102,6 @@ public struct GradientCheck: CustomStringConvertible {
     }
 }
 
-extension Tensor {
-    /// Element by flat (row-major) index, for tests.
-    public subscript(flat index: Int) -> Float {
-        get { withUnsafeBufferPointer { $0[index] } }
-        set { withUnsafeMutableBufferPointer { $0[index] = newValue } }
-    }
-}
-
 /// Convenience: returns the finished check.
 public func checkGradients(_ inputs: [Tensor], parameters: [Parameter] = [],
                            configure: (inout GradientCheck) -> Void = { _ in },

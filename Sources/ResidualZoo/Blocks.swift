@@ -22,15 +22,12 @@ public enum StridePlacement: String, Sendable {
 }
 
 /// The option-A shortcut: keep every `stride`-th pixel and pad the new channels with zeros
-/// (half before, half after, as the common CIFAR implementations do).
+/// (half before, half after, as the common CIFAR implementations do). One fused op, which keeps
+/// channels-last activations channels-last.
 func zeroPaddedIdentity(_ x: Tensor, stride: Int, outputChannels: Int) -> Tensor {
-    var h = x
-    if stride > 1 {
-        h = slice(h, lower: [0, 0, 0, 0], upper: h.shape, stride: [1, 1, stride, stride])
-    }
     let extra = outputChannels - x.shape[1]
-    if extra > 0 { h = pad(h, [(0, 0), (extra / 2, extra - extra / 2), (0, 0), (0, 0)]) }
-    return h
+    if stride == 1 && extra <= 0 { return x }
+    return subsampleAndPadChannels(x, stride: stride, before: max(0, extra / 2), after: max(0, extra - extra / 2))
 }
 
 /// conv 1x1 + BN: the projection shortcut of options B and C (torchvision's `downsample.0/.1`).
@@ -78,10 +75,10 @@ public final class BasicBlock: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let out = bn2(conv2(relu(bn1(conv1(x)))))
-        if shortcut == .none { return relu(out) }
+        if shortcut == .none { return bn2(conv2(bn1(conv1(x), fusedReLU: true)), fusedReLU: true) }
+        let out = bn2(conv2(bn1(conv1(x), fusedReLU: true)))
         let identity = downsample?(x) ?? zeroPaddedIdentity(x, stride: stride, outputChannels: outputChannels)
-        return relu(out + identity)
+        return addReLU(out, identity)
     }
 }
 
@@ -107,9 +104,9 @@ public final class Bottleneck: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let out = bn3(conv3(relu(bn2(conv2(relu(bn1(conv1(x))))))))
-        if shortcut == .none { return relu(out) }
+        let h = bn2(conv2(bn1(conv1(x), fusedReLU: true)), fusedReLU: true)
+        if shortcut == .none { return bn3(conv3(h), fusedReLU: true) }
         let identity = downsample?(x) ?? zeroPaddedIdentity(x, stride: stride, outputChannels: outputChannels)
-        return relu(out + identity)
+        return addReLU(bn3(conv3(h)), identity)
     }
 }

@@ -56,7 +56,7 @@ public final class ResNet: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = maxpool(relu(bn1(conv1(x))))
+        var h = maxpool(bn1(conv1(x), fusedReLU: true))
         for block in layer1 + layer2 + layer3 + layer4 { h = block(h) }
         return fc(globalAvgPool(h).flattened())
     }
@@ -100,7 +100,7 @@ public final class CIFARResNet: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = relu(bn1(conv1(x)))
+        var h = bn1(conv1(x), fusedReLU: true)
         for block in layer1 { h = block(h) }
         for block in layer2 { h = block(h) }
         for block in layer3 { h = block(h) }

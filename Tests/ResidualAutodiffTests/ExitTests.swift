@@ -48,3 +48,37 @@ import ResidualAutodiff
         #expect(stderr(r).contains("already consumed"))
     }
 }
+
+/// Layout misuse stops with a message naming the problem and the shape.
+@Suite struct LayoutExitTests {
+    func stderr(_ result: ExitTest.Result?) -> String {
+        String(decoding: result?.standardErrorContent ?? [], as: UTF8.self)
+    }
+
+    /// Code that is not layout-aware reading a channels-last tensor's storage as row-major.
+    @Test func rawStorageOfChannelsLastTensor() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            let x = Tensor(zeros: [1, 3, 2, 2]).converted(to: .channelsLast)
+            _ = x.storage.pointer
+        }
+        #expect(stderr(r).contains("a channels-last tensor [1, 3, 2, 2] was read as row-major"))
+    }
+
+    @Test func channelsLastNeedsRank4() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = Tensor(zeros: [2, 3]).converted(to: .channelsLast)
+        }
+        #expect(stderr(r).contains("converted(to:): layout channelsLast needs rank 4 ([N, C, H, W]), got [2, 3]"))
+        let s = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = Tensor(zeros: [2, 3, 4], layout: .channelsLast)
+        }
+        #expect(stderr(s).contains("Tensor: layout channelsLast needs rank 4 ([N, C, H, W]), got shape [2, 3, 4]"))
+    }
+
+    @Test func addReLUShapeMismatch() async {
+        let r = await #expect(processExitsWith: .failure, observing: [\.standardErrorContent]) {
+            _ = addReLU(Tensor(zeros: [1, 2, 3, 3]), Tensor(zeros: [1, 4, 3, 3]))
+        }
+        #expect(stderr(r).contains("addReLU: shapes [1, 2, 3, 3] and [1, 4, 3, 3] differ"))
+    }
+}

@@ -6,6 +6,10 @@ import ResidualKernels
 
 /// `x[N, C, H, W]` convolved with `weight[O, C/groups, kh, kw]` (+ `bias[O]`), PyTorch's `conv2d`
 /// (cross-correlation). Output `[N, O, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1]`.
+///
+/// Layouts: `x` may be standard or channels-last. With `groups == 1` the output is channels-last
+/// (the network's activations stay channels-last from the first convolution on); with
+/// `groups > 1` it has `x`'s layout.
 public func conv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil,
                    stride: Int = 1, padding: Int = 0, groups: Int = 1) -> Tensor {
     let message = "conv2d: input \(describe(x.shape)), weight \(describe(weight.shape))" +
@@ -17,17 +21,23 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil,
     let s = Conv2dShape(batch: x.shape[0], inChannels: x.shape[1], height: x.shape[2], width: x.shape[3],
                         outChannels: weight.shape[0], kernelH: weight.shape[2], kernelW: weight.shape[3],
                         strideH: stride, strideW: stride, padH: padding, padW: padding, groups: groups)
+    // LAYOUT, TEMPORARY (layout package; the conv package replaces this with NHWC kernels): the
+    // kernels below are NCHW, so a channels-last input is converted to standard, and the output
+    // converted to channels-last (groups == 1) or back to the input's layout (groups > 1).
+    let outputLayout: Tensor.Layout = groups == 1 ? .channelsLast : x.layout
+    let xs = x.standard(for: "conv2d")
     let y = Tensor(shape: [s.batch, s.outChannels, s.outH, s.outW]) { out in
-        conv2dForward(s, input: x.storage.pointer, weight: weight.storage.pointer,
+        conv2dForward(s, input: xs.storage.pointer, weight: weight.storage.pointer,
                       bias: bias.map { UnsafePointer($0.storage.pointer) }, output: out.baseAddress!)
-    }
-    let (cx, cw) = (x.detached, weight.detached)
+    }.relaid(outputLayout, for: "conv2d")
+    let (cx, cw, inputLayout) = (xs.detached, weight.detached, x.layout)
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     return Tape.recordOp(y, inputs: inputs) { g, needs in
+        let g = g.standard(for: "conv2d backward")   // LAYOUT, TEMPORARY (see above)
         let gx: Tensor? = needs[0] ? Tensor(shape: cx.shape) { gi in
             conv2dBackwardData(s, gradOutput: g.storage.pointer, weight: cw.storage.pointer, gradInput: gi.baseAddress!)
-        } : nil
+        }.relaid(inputLayout, for: "conv2d backward") : nil
         let wantBias = needs.count == 3 && needs[2]
         var gb: Tensor? = wantBias ? Tensor(zeros: [s.outChannels]) : nil
         let gw: Tensor? = (needs[1] || wantBias) ? Tensor(shape: cw.shape) { gwp in

@@ -4,25 +4,33 @@ import Glibc
 #endif
 
 // Element-wise ops: add, sub, mul, div (NumPy broadcasting), neg, exp, log, sqrt, pow, relu,
-// sigmoid, tanh. Each op's forward and backward sit together; the loops are flat vector kernels.
+// sigmoid, tanh, and the fused addReLU. Each op's forward and backward sit together; the loops are
+// flat vector kernels.
+//
+// Layouts: unary ops, and binary ops on two operands of the same shape, run over raw memory and
+// keep the layout (for two layouts, the right operand is converted to the left one's). A binary
+// op that broadcasts converts channels-last operands to the standard layout first.
 
 // MARK: - Kernel plumbing (no tape here)
 
-/// `f(a, b)` with broadcasting, computed row by row.
+/// `f(a, b)` with broadcasting, computed row by row. Same shapes: flat, in `a`'s layout.
 func broadcastBinary(_ a: Tensor, _ b: Tensor, op: String,
                      _ fv: (Vec, Vec) -> Vec, _ fs: (Float, Float) -> Float) -> Tensor {
     if a.shape == b.shape {
-        return Tensor(shape: a.shape) { z in
-            zip(a.count, a.storage.pointer, b.storage.pointer, z.baseAddress!, fv, fs)
+        let bb = b.relaid(a.layout, for: "elementwise (mixed layouts)")
+        return Tensor(shape: a.shape, layout: a.layout) { z in
+            zip(a.count, a.rawStorage.pointer, bb.rawStorage.pointer, z.baseAddress!, fv, fs)
         }
     }
+    let a = a.standard(for: "broadcast"), b = b.standard(for: "broadcast")
     let shape = broadcastShape(a.shape, b.shape, op: op)
     let loop = StridedLoop(shape: shape, strides: [contiguousStrides(shape),
                                                    broadcastStrides(a.shape, to: shape),
                                                    broadcastStrides(b.shape, to: shape)])
     let n = loop.inner, sa = loop.innerStride(1), sb = loop.innerStride(2)
     let pa = a.storage.pointer, pb = b.storage.pointer
-    return Tensor(shape: shape) { z in
+    // `a` and `b` may be fresh conversions: keep them alive while their pointers are read.
+    return withExtendedLifetime((a, b)) { Tensor(shape: shape) { z in
         let pz = z.baseAddress!
         if shape.reduce(1, *) == 0 { return }
         loop.forEachRow { o in
@@ -39,12 +47,12 @@ func broadcastBinary(_ a: Tensor, _ b: Tensor, op: String,
                 for i in 0..<n { out[i] = fs(x[i * sa], y[i * sb]) }
             }
         }
-    }
+    } }
 }
 
-/// `f(x)` element-wise.
+/// `f(x)` element-wise, in `x`'s layout.
 func unary(_ x: Tensor, _ fv: (Vec) -> Vec, _ fs: (Float) -> Float) -> Tensor {
-    Tensor(shape: x.shape) { z in map(x.count, x.storage.pointer, z.baseAddress!, fv, fs) }
+    Tensor(shape: x.shape, layout: x.layout) { z in map(x.count, x.rawStorage.pointer, z.baseAddress!, fv, fs) }
 }
 
 /// Applies a scalar function lane by lane (for transcendental functions without a vector form).
@@ -67,7 +75,16 @@ func unbroadcast(_ gradient: Tensor, to shape: [Int]) -> Tensor {
 // MARK: - Binary ops
 
 public func + (a: Tensor, b: Tensor) -> Tensor {
-    let y = broadcastBinary(a, b, op: "add", { $0 + $1 }, { $0 + $1 })
+    let y: Tensor
+    if a.shape == b.shape {
+        // The residual addition: a parallel kernel, in a's layout.
+        let bb = b.relaid(a.layout, for: "add (mixed layouts)")
+        y = Tensor(shape: a.shape, layout: a.layout) { z in
+            add(a.count, a.rawStorage.pointer, bb.rawStorage.pointer, z.baseAddress!)
+        }
+    } else {
+        y = broadcastBinary(a, b, op: "add", { $0 + $1 }, { $0 + $1 })
+    }
     return Tape.recordOp(y, inputs: [a, b]) { g, needs in
         [needs[0] ? unbroadcast(g, to: a.shape) : nil, needs[1] ? unbroadcast(g, to: b.shape) : nil]
     }
@@ -157,14 +174,33 @@ public func pow(_ a: Tensor, _ b: Tensor) -> Tensor {
     }
 }
 
-/// `max(x, 0)`; the gradient at 0 is 0 (PyTorch's convention).
+/// `max(x, 0)`, in `x`'s layout; the gradient at 0 is 0 (PyTorch's convention).
 public func relu(_ x: Tensor) -> Tensor {
-    let y = unary(x, { $0.replacing(with: 0, where: $0 .< 0) }, { max($0, 0) })
+    let y = Tensor(shape: x.shape, layout: x.layout) { z in reluForward(x.count, x.rawStorage.pointer, z.baseAddress!) }
     let cy = y.detached
-    return Tape.recordOp(y, inputs: [x]) { g, _ in
-        [broadcastBinary(g, cy, op: "relu backward",
-                         { gv, yv in gv.replacing(with: 0, where: yv .<= 0) },
-                         { $1 > 0 ? $0 : 0 })]
+    return Tape.recordOp(y, inputs: [x]) { g, _ in [reluGradient(g, output: cy)] }
+}
+
+/// `g` where `output > 0`, else 0, in `output`'s layout.
+func reluGradient(_ g: Tensor, output y: Tensor) -> Tensor {
+    let g = g.relaid(y.layout, for: "relu backward")
+    return Tensor(shape: y.shape, layout: y.layout) { d in
+        reluBackward(y.count, g.rawStorage.pointer, y.rawStorage.pointer, d.baseAddress!)
+    }
+}
+
+/// `relu(a + b)` in one pass over memory, forward and backward: the last step of a residual block.
+/// Same shapes; the result has `a`'s layout.
+public func addReLU(_ a: Tensor, _ b: Tensor) -> Tensor {
+    shapeCheck(a.shape == b.shape, "addReLU: shapes \(describe(a.shape)) and \(describe(b.shape)) differ")
+    let bb = b.relaid(a.layout, for: "addReLU (mixed layouts)")
+    let y = Tensor(shape: a.shape, layout: a.layout) { z in
+        ResidualKernels.addReLU(a.count, a.rawStorage.pointer, bb.rawStorage.pointer, z.baseAddress!)
+    }
+    let cy = y.detached
+    return Tape.recordOp(y, inputs: [a, b]) { g, needs in
+        let gz = reluGradient(g, output: cy)
+        return [needs[0] ? gz : nil, needs[1] ? gz : nil]
     }
 }
 

@@ -14,9 +14,10 @@ public func logSoftmax(_ x: Tensor, axis: Int = -1) -> Tensor {
         return permute(logSoftmax(permute(x, perm), axis: -1), perm)
     }
     let cols = x.shape[x.rank - 1], rows = x.count / max(cols, 1)
+    let xs = x.standard(for: "logSoftmax")
     let y = Tensor(shape: x.shape) { out in
         for r in 0..<rows {
-            let src = x.storage.pointer + r * cols, dst = out.baseAddress! + r * cols
+            let src = xs.storage.pointer + r * cols, dst = out.baseAddress! + r * cols
             var m = -Float.infinity
             for j in 0..<cols { m = max(m, src[j]) }
             var s: Float = 0

@@ -1,7 +1,9 @@
 import ResidualKernels
 
-// Movement ops: reshape, permute, slice (with strides), concatenate, zero padding.
-// Each is a strided copy forward and the adjoint strided copy backward.
+// Movement ops: layout conversion, reshape, permute, slice (with strides), concatenate, zero
+// padding, and the option-A shortcut. Each is a (strided) copy forward and its adjoint backward.
+// Only the layout conversion and the option-A shortcut read channels-last memory; the others
+// convert their input to the standard layout first.
 
 /// Copies the `shape`-shaped view of `src` (element `[i...]` at `srcOffset + Σ i·srcStrides`) into
 /// `dst` at `dstOffset + Σ i·dstStrides`.
@@ -21,7 +23,21 @@ func stridedCopy(shape: [Int], src: UnsafePointer<Float>, srcOffset: Int, srcStr
 }
 
 extension Tensor {
-    /// The same elements under a new shape (O(1): storage is shared). One dimension may be -1.
+    /// The same logical values stored in `layout` (PyTorch's `x.contiguous(memory_format=...)`):
+    /// a copy, recorded on the tape, whose gradient is converted back. Returns `self` when the
+    /// layout already matches; O(1) when both layouts have the same bytes (`C == 1` or `H·W == 1`).
+    /// - Precondition: `layout == .standard` or rank 4.
+    public func converted(to layout: Layout) -> Tensor {
+        shapeCheck(layout == .standard || rank == 4,
+                   "converted(to:): layout \(layout) needs rank 4 ([N, C, H, W]), got \(describe(shape))")
+        if layout == self.layout { return self }
+        let y = relaid(layout, for: "converted(to:)")
+        let original = self.layout
+        return Tape.recordOp(y, inputs: [self]) { g, _ in [g.relaid(original, for: "converted(to:) backward")] }
+    }
+
+    /// The same elements under a new shape (O(1) for a standard tensor: storage is shared; a
+    /// channels-last tensor is converted first unless the shape is unchanged). One dimension may be -1.
     public func reshaped(_ newShape: [Int]) -> Tensor {
         var shape = newShape
         if let i = shape.firstIndex(of: -1) {
@@ -31,7 +47,7 @@ extension Tensor {
         }
         shapeCheck(shape.reduce(1, *) == count, "reshape: \(describe(self.shape)) to \(describe(newShape))")
         if shape == self.shape { return self }
-        let y = Tensor(shape: shape, storage: storage)
+        let y = Tensor(shape: shape, storage: standard(for: "reshape").rawStorage)
         let original = self.shape
         return Tape.recordOp(y, inputs: [self]) { g, _ in [g.reshaped(original)] }
     }
@@ -45,10 +61,11 @@ extension Tensor {
 /// Reorders axes: output axis `i` is input axis `axes[i]` (PyTorch's `permute`).
 public func permute(_ x: Tensor, _ axes: [Int]) -> Tensor {
     shapeCheck(axes.sorted() == Array(0..<x.rank), "permute: \(axes) is not a permutation of the axes of \(describe(x.shape))")
+    let source = x.standard(for: "permute")
     let shape = axes.map { x.shape[$0] }
     let xs = contiguousStrides(x.shape)
     let y = Tensor(shape: shape) { out in
-        stridedCopy(shape: shape, src: x.storage.pointer, srcOffset: 0, srcStrides: axes.map { xs[$0] },
+        stridedCopy(shape: shape, src: source.storage.pointer, srcOffset: 0, srcStrides: axes.map { xs[$0] },
                     dst: out.baseAddress!, dstOffset: 0, dstStrides: contiguousStrides(shape))
     }
     var inverse = [Int](repeating: 0, count: axes.count)
@@ -78,11 +95,12 @@ public func slice(_ x: Tensor, lower: [Int], upper: [Int], stride: [Int]? = nil)
         let span: Int = upper[d] - lower[d]
         return (span + step[d] - 1) / step[d]
     }
+    let source = x.standard(for: "slice")
     let xs = contiguousStrides(x.shape)
     let offset: Int = zip(lower, xs).reduce(0) { (acc: Int, p: (Int, Int)) -> Int in acc + p.0 * p.1 }
     let srcStrides: [Int] = zip(xs, step).map { (a: Int, b: Int) -> Int in a * b }
     let y = Tensor(shape: shape) { out in
-        stridedCopy(shape: shape, src: x.storage.pointer, srcOffset: offset, srcStrides: srcStrides,
+        stridedCopy(shape: shape, src: source.storage.pointer, srcOffset: offset, srcStrides: srcStrides,
                     dst: out.baseAddress!, dstOffset: 0, dstStrides: contiguousStrides(shape))
     }
     let xShape = x.shape
@@ -114,7 +132,8 @@ public func concatenate(_ xs: [Tensor], axis: Int) -> Tensor {
         var start = 0
         for t in xs {
             starts.append(start)
-            stridedCopy(shape: t.shape, src: t.storage.pointer, srcOffset: 0, srcStrides: contiguousStrides(t.shape),
+            let source = t.standard(for: "concatenate")
+            stridedCopy(shape: t.shape, src: source.storage.pointer, srcOffset: 0, srcStrides: contiguousStrides(t.shape),
                         dst: out.baseAddress!, dstOffset: start * os[ax], dstStrides: os)
             start += t.shape[ax]
         }
@@ -139,9 +158,10 @@ public func pad(_ x: Tensor, _ padding: [(before: Int, after: Int)]) -> Tensor {
     let shape: [Int] = (0..<x.rank).map { (d: Int) -> Int in x.shape[d] + padding[d].before + padding[d].after }
     let os = contiguousStrides(shape)
     let offset: Int = (0..<x.rank).reduce(0) { (acc: Int, d: Int) -> Int in acc + padding[d].before * os[d] }
+    let source = x.standard(for: "pad")
     let y = Tensor(shape: shape) { out in
         out.baseAddress!.update(repeating: 0, count: out.count)
-        stridedCopy(shape: x.shape, src: x.storage.pointer, srcOffset: 0, srcStrides: contiguousStrides(x.shape),
+        stridedCopy(shape: x.shape, src: source.storage.pointer, srcOffset: 0, srcStrides: contiguousStrides(x.shape),
                     dst: out.baseAddress!, dstOffset: offset, dstStrides: os)
     }
     let xShape = x.shape
@@ -149,6 +169,35 @@ public func pad(_ x: Tensor, _ padding: [(before: Int, after: Int)]) -> Tensor {
         [Tensor(shape: xShape) { gx in
             stridedCopy(shape: xShape, src: g.storage.pointer, srcOffset: offset, srcStrides: os,
                         dst: gx.baseAddress!, dstOffset: 0, dstStrides: contiguousStrides(xShape))
+        }]
+    }
+}
+
+/// The option-A shortcut of He et al. 2015 in one op: keep every `stride`-th pixel (rows and
+/// columns `0, s, 2s, ...`) and add `before`/`after` zero channels:
+/// `[N, C, H, W] -> [N, before + C + after, ⌈H/s⌉, ⌈W/s⌉]`. Layout-aware: a channels-last input
+/// gives a channels-last output through one fused kernel; a standard input is `pad(slice(x))`.
+public func subsampleAndPadChannels(_ x: Tensor, stride: Int, before: Int, after: Int) -> Tensor {
+    shapeCheck(x.rank == 4 && stride >= 1 && before >= 0 && after >= 0,
+               "subsampleAndPadChannels: input \(describe(x.shape)), stride \(stride), channels +\(before)/+\(after)")
+    guard x.layout == .channelsLast else {
+        var h = x
+        if stride > 1 { h = slice(h, lower: [0, 0, 0, 0], upper: h.shape, stride: [1, 1, stride, stride]) }
+        if before + after > 0 { h = pad(h, [(0, 0), (before, after), (0, 0), (0, 0)]) }
+        return h
+    }
+    let (n, c, hh, ww) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let shape = [n, before + c + after, (hh + stride - 1) / stride, (ww + stride - 1) / stride]
+    let y = Tensor(shape: shape, layout: .channelsLast) { out in
+        subsampleAndPadChannelsNHWC(batch: n, height: hh, width: ww, channels: c, stride: stride, before: before,
+                                    after: after, input: x.rawStorage.pointer, output: out.baseAddress!)
+    }
+    return Tape.recordOp(y, inputs: [x]) { g, _ in
+        let gc = g.relaid(.channelsLast, for: "subsampleAndPadChannels backward")
+        return [Tensor(shape: [n, c, hh, ww], layout: .channelsLast) { gx in
+            subsampleAndPadChannelsBackwardNHWC(batch: n, height: hh, width: ww, channels: c, stride: stride,
+                                                before: before, after: after, gradOutput: gc.rawStorage.pointer,
+                                                gradInput: gx.baseAddress!)
         }]
     }
 }

@@ -1,140 +1,135 @@
 import ResidualKernels
 
-// Batch normalization over axis 1 (channels) of [N, C, ...]: training mode (batch statistics,
-// hand-written fused backward) and inference mode (running statistics, a per-channel affine map).
+// Batch normalization over axis 1 (channels) of [N, C, ...]: training mode (batch statistics) and
+// inference mode (given statistics), each optionally fused with the ReLU that follows it in a
+// ResNet (one pass over memory forward, one backward, instead of two each). Both are primitives
+// with hand-written backward passes over the kernels of ResidualKernels/BatchNorm.swift, and both
+// are layout-aware: a channels-last input is normalised in place of its layout (the kernels
+// vectorise over channels) and gives a channels-last output.
 // `1 / sqrt(var + eps)`, so batch size 1 and constant channels stay finite.
 
-private func checkBN(_ op: String, _ x: Tensor, _ tensors: [(String, Tensor?)]) -> (n: Int, c: Int, spatial: Int) {
+/// Checks shapes and views `x` as `[outer, C, inner]` in its own memory layout.
+private func channelView(_ op: String, _ x: Tensor, _ tensors: [(String, Tensor?)]) -> ChannelView {
     shapeCheck(x.rank >= 2, "\(op): input \(describe(x.shape)) has no channel axis")
     let c = x.shape[1]
     for (name, t) in tensors {
         if let t { shapeCheck(t.shape == [c], "\(op): \(name) \(describe(t.shape)) for input \(describe(x.shape))") }
     }
-    return (x.shape[0], c, x.shape[2...].reduce(1, *))
+    if x.layout == .channelsLast {
+        return ChannelView(outer: x.shape[0] * x.shape[2] * x.shape[3], channels: c, inner: 1)
+    }
+    return ChannelView(outer: x.shape[0], channels: c, inner: x.shape[2...].reduce(1, *))
 }
 
-/// Normalises each channel with the statistics of this batch, then applies `weight`/`bias`.
-/// Returns the output (recorded on the tape) and the batch mean and *biased* variance per channel
-/// (constants; the caller updates its running statistics from them).
-public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsilon: Float)
-    -> (output: Tensor, mean: Tensor, variance: Tensor) {
-    let (n, c, spatial) = checkBN("batchNormTraining", x, [("weight", weight), ("bias", bias)])
-    let m = n * spatial
-    shapeCheck(m > 0, "batchNormTraining: input \(describe(x.shape)) has no elements per channel")
-    var meanT = Tensor(zeros: [c]), varT = Tensor(zeros: [c]), invStd = Tensor(zeros: [c])
-    let px = UncheckedSendable(x.storage.pointer)
-    let pw = weight.map { UncheckedSendable(UnsafePointer($0.storage.pointer)) }
-    let pb = bias.map { UncheckedSendable(UnsafePointer($0.storage.pointer)) }
-    let y = Tensor(shape: x.shape) { out in
-        let po = UncheckedSendable(out.baseAddress!)
-        meanT.withUnsafeMutableBufferPointer { mp in
-        varT.withUnsafeMutableBufferPointer { vp in
-        invStd.withUnsafeMutableBufferPointer { ip in
-            let (pm, pv, pi) = (UncheckedSendable(mp.baseAddress!), UncheckedSendable(vp.baseAddress!), UncheckedSendable(ip.baseAddress!))
-            parallelFor(c) { channels in
-                for ch in channels {
-                    var s: Float = 0
-                    for i in 0..<n { s += sum(spatial, px.value + (i * c + ch) * spatial) }
-                    let mu = s / Float(m)
-                    var ss: Float = 0
-                    for i in 0..<n {
-                        let p = px.value + (i * c + ch) * spatial
-                        var acc = Vec()
-                        var j = 0
-                        let vmu = Vec(repeating: mu)
-                        while j + 16 <= spatial {
-                            let d = UnsafeRawPointer(p + j).loadUnaligned(as: Vec.self) - vmu
-                            acc = acc.addingProduct(d, d); j += 16
-                        }
-                        var t = acc.sum()
-                        while j < spatial { let d = p[j] - mu; t += d * d; j += 1 }
-                        ss += t
-                    }
-                    let variance = ss / Float(m)
-                    let inv = 1 / (variance + epsilon).squareRoot()
-                    pm.value[ch] = mu; pv.value[ch] = variance; pi.value[ch] = inv
-                    let scale = inv * (pw?.value[ch] ?? 1)
-                    let shift = (pb?.value[ch] ?? 0) - mu * scale
-                    let vs = Vec(repeating: scale), vb = Vec(repeating: shift)
-                    for i in 0..<n {
-                        let off = (i * c + ch) * spatial
-                        map(spatial, px.value + off, po.value + off, { vb.addingProduct($0, vs) }, { $0 * scale + shift })
-                    }
-                }
-            }
-        }}}
+/// `[c]` tensor written by `body`.
+private func vector(_ c: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) -> Tensor {
+    Tensor(shape: [c]) { body($0.baseAddress!) }
+}
+
+/// The normalisation as a per-channel affine map: `scale = γ·inv`, `shift = β − μ·scale`.
+private func affine(_ c: Int, mean: Tensor, invStd: Tensor, weight: Tensor?, bias: Tensor?) -> (Tensor, Tensor) {
+    let pm = mean.storage.pointer, pi = invStd.storage.pointer
+    let pw = weight?.storage.pointer, pb = bias?.storage.pointer
+    let scale = vector(c) { s in for ch in 0..<c { s[ch] = pi[ch] * (pw?[ch] ?? 1) } }
+    let shift = vector(c) { s in
+        scale.withUnsafeBufferPointer { sc in for ch in 0..<c { s[ch] = (pb?[ch] ?? 0) - pm[ch] * sc[ch] } }
     }
-    let (cx, cmean, cinv, cw) = (x.detached, meanT, invStd, weight?.detached)
+    return withExtendedLifetime((mean, invStd, weight, bias)) { (scale, shift) }
+}
+
+/// Records the normalisation `y` (computed from `x` with statistics `mean`/`invStd`) with its
+/// hand-written backward. `training`: the statistics are this batch's (their gradient flows);
+/// otherwise they are constants.
+private func recordBatchNorm(_ y: Tensor, _ x: Tensor, _ v: ChannelView, weight: Tensor?, bias: Tensor?,
+                             mean: Tensor, invStd: Tensor, training: Bool, fusedReLU: Bool) -> Tensor {
+    let (cx, cw, cy) = (x.detached, weight?.detached, fusedReLU ? y.detached : nil)
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
     let hasW = weight != nil, hasB = bias != nil
-    let out = Tape.recordOp(y, inputs: inputs) { g, needs in
-        var gw = Tensor(zeros: [c]), gb = Tensor(zeros: [c])
-        let pg = UncheckedSendable(g.storage.pointer), px = UncheckedSendable(cx.storage.pointer)
-        let pm = UncheckedSendable(cmean.storage.pointer), pi = UncheckedSendable(cinv.storage.pointer)
-        let pwc = cw.map { UncheckedSendable(UnsafePointer($0.storage.pointer)) }
-        let gx = Tensor(shape: cx.shape) { gxp in
-            let pgx = UncheckedSendable(gxp.baseAddress!)
-            gw.withUnsafeMutableBufferPointer { gwp in
-            gb.withUnsafeMutableBufferPointer { gbp in
-                let (pgw, pgb) = (UncheckedSendable(gwp.baseAddress!), UncheckedSendable(gbp.baseAddress!))
-                parallelFor(c) { channels in
-                    for ch in channels {
-                        let mu = pm.value[ch], inv = pi.value[ch]
-                        // Σ dy and Σ dy·(x − μ). Centring before the product matters: the shortcut
-                        // Σ dy·x − μ Σ dy cancels catastrophically when |μ| ≫ σ (deep train-mode nets
-                        // then lose three digits of their gradients).
-                        var sdy: Float = 0, sdyx: Float = 0
-                        let vmu = Vec(repeating: mu)
-                        for i in 0..<n {
-                            let off = (i * c + ch) * spatial
-                            let gp = pg.value + off, xp = px.value + off
-                            var a0 = Vec(), a1 = Vec()
-                            var j = 0
-                            while j + 16 <= spatial {
-                                let dy = UnsafeRawPointer(gp + j).loadUnaligned(as: Vec.self)
-                                let xc = UnsafeRawPointer(xp + j).loadUnaligned(as: Vec.self) - vmu
-                                a0 += dy; a1 = a1.addingProduct(dy, xc); j += 16
-                            }
-                            var s0 = a0.sum(), s1 = a1.sum()
-                            while j < spatial { s0 += gp[j]; s1 += gp[j] * (xp[j] - mu); j += 1 }
-                            sdy += s0; sdyx += s1
-                        }
-                        // Σ dy·x̂ = inv · Σ dy·(x − μ)
-                        let dgamma = inv * sdyx, dbeta = sdy
-                        pgw.value[ch] = dgamma; pgb.value[ch] = dbeta
-                        let gamma = pwc?.value[ch] ?? 1
-                        // dx = γ·inv·(dy − dβ/M − x̂·dγ/M), with x̂ = (x − μ)·inv
-                        let k = gamma * inv, a = dbeta / Float(m), b = dgamma * inv / Float(m)
-                        for i in 0..<n {
-                            let off = (i * c + ch) * spatial
-                            let gp = pg.value + off, xp = px.value + off, dp = pgx.value + off
-                            for j in 0..<spatial { dp[j] = k * (gp[j] - a - (xp[j] - mu) * b) }
-                        }
-                    }
+    let c = v.channels
+    return Tape.recordOp(y, inputs: inputs) { g, needs in
+        let g = g.relaid(cx.layout, for: "batchNorm backward")
+        let wantW = hasW && needs[1], wantB = hasB && needs[hasW ? 2 : 1]
+        var gw = wantW ? Tensor(zeros: [c]) : nil, gb = wantB ? Tensor(zeros: [c]) : nil
+        var gx: Tensor? = nil
+        func run(_ dx: UnsafeMutablePointer<Float>?) {
+            gw.withMutablePointer { pgw in
+                gb.withMutablePointer { pgb in
+                    batchNormBackward(v, x: cx.rawStorage.pointer, dy: g.rawStorage.pointer,
+                                      reluOutput: cy.map { UnsafePointer($0.rawStorage.pointer) },
+                                      mean: mean.storage.pointer, invStd: invStd.storage.pointer,
+                                      gamma: cw.map { UnsafePointer($0.storage.pointer) }, training: training,
+                                      dx: dx, dgamma: pgw, dbeta: pgb)
                 }
-            }}
+            }
         }
-        var grads: [Tensor?] = [needs[0] ? gx : nil]
-        var idx = 1
-        if hasW { grads.append(needs[idx] ? gw : nil); idx += 1 }
-        if hasB { grads.append(needs[idx] ? gb : nil) }
+        if needs[0] {
+            gx = Tensor(shape: cx.shape, layout: cx.layout) { run($0.baseAddress!) }
+        } else {
+            run(nil)
+        }
+        var grads: [Tensor?] = [gx]
+        if hasW { grads.append(gw) }
+        if hasB { grads.append(gb) }
         return grads
     }
+}
+
+extension Optional where Wrapped == Tensor {
+    /// Runs `body` with a pointer to the (uniquely owned) elements, or nil.
+    fileprivate mutating func withMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>?) -> R) -> R {
+        guard var t = self else { return body(nil) }
+        let r = t.withUnsafeMutableBufferPointer { body($0.baseAddress!) }
+        self = t
+        return r
+    }
+}
+
+/// Normalises each channel with the statistics of this batch, then applies `weight`/`bias`, then
+/// (with `fusedReLU`) `max(·, 0)`: `relu(batchNorm(x))` in one pass each way.
+/// Returns the output (recorded on the tape, in `x`'s layout) and the batch mean and *biased*
+/// variance per channel (constants; the caller updates its running statistics from them).
+public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsilon: Float, fusedReLU: Bool = false)
+    -> (output: Tensor, mean: Tensor, variance: Tensor) {
+    let v = channelView("batchNormTraining", x, [("weight", weight), ("bias", bias)])
+    shapeCheck(v.perChannel > 0, "batchNormTraining: input \(describe(x.shape)) has no elements per channel")
+    let c = v.channels
+    var meanT = Tensor(zeros: [c]), varT = Tensor(zeros: [c])
+    meanT.withUnsafeMutableBufferPointer { mp in
+        varT.withUnsafeMutableBufferPointer { vp in
+            batchNormStatistics(v, x.rawStorage.pointer, mean: mp.baseAddress!, variance: vp.baseAddress!)
+        }
+    }
+    let invStd = vector(c) { p in
+        varT.withUnsafeBufferPointer { vp in for ch in 0..<c { p[ch] = 1 / (vp[ch] + epsilon).squareRoot() } }
+    }
+    let (scale, shift) = affine(c, mean: meanT, invStd: invStd, weight: weight, bias: bias)
+    let y = Tensor(shape: x.shape, layout: x.layout) { out in
+        batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
+                       out.baseAddress!, relu: fusedReLU)
+    }
+    let out = recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: meanT, invStd: invStd,
+                              training: true, fusedReLU: fusedReLU)
     return (out, meanT, varT)
 }
 
-/// Normalises with given (running) statistics: `(x − mean) / sqrt(variance + eps) · weight + bias`.
+/// Normalises with given (running) statistics: `(x − mean) / sqrt(variance + eps) · weight + bias`,
+/// then (with `fusedReLU`) `max(·, 0)`. `mean` and `variance` are constants to the tape.
 public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean: Tensor, variance: Tensor,
-                               epsilon: Float) -> Tensor {
-    _ = checkBN("batchNormInference", x, [("weight", weight), ("bias", bias), ("mean", mean), ("variance", variance)])
-    let c = x.shape[1]
-    let inv = withoutTape { 1 / sqrt(variance.detached + epsilon) }
-    let shape = [1, c] + [Int](repeating: 1, count: x.rank - 2)
-    // Composed from broadcast ops: the gradient path is then automatic and checked like any other.
-    var y = (x - mean.detached.reshaped(shape)) * inv.reshaped(shape)
-    if let weight { y = y * weight.reshaped(shape) }
-    if let bias { y = y + bias.reshaped(shape) }
-    return y
+                               epsilon: Float, fusedReLU: Bool = false) -> Tensor {
+    let v = channelView("batchNormInference", x,
+                        [("weight", weight), ("bias", bias), ("mean", mean), ("variance", variance)])
+    let c = v.channels
+    let m = mean.standard(for: "batchNormInference"), variance = variance.standard(for: "batchNormInference")
+    let invStd = vector(c) { p in
+        variance.withUnsafeBufferPointer { vp in for ch in 0..<c { p[ch] = 1 / (vp[ch] + epsilon).squareRoot() } }
+    }
+    let (scale, shift) = affine(c, mean: m, invStd: invStd, weight: weight, bias: bias)
+    let y = Tensor(shape: x.shape, layout: x.layout) { out in
+        batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
+                       out.baseAddress!, relu: fusedReLU)
+    }
+    return recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: m.detached, invStd: invStd,
+                           training: false, fusedReLU: fusedReLU)
 }

@@ -1,7 +1,10 @@
 import ResidualKernels
 
-// Pooling over NCHW: max pool, average pool (PyTorch's count_include_pad = true), global average pool.
-// Each (image, channel) plane is independent, so planes are split across threads.
+// Pooling: max pool, average pool (PyTorch's count_include_pad = true), global average pool.
+// Layout-aware: a channels-last input runs the NHWC kernels of ResidualKernels/PoolNHWC.swift and
+// gives a channels-last output (global average pooling gives [N, C, 1, 1], whose bytes are the same
+// in both layouts, labelled standard). A standard input runs the NCHW loops below, where each
+// (image, channel) plane is independent, so planes are split across threads.
 
 private func poolGeometry(_ op: String, _ x: Tensor, _ k: Int, _ s: Int, _ p: Int) -> ConvGeometry {
     shapeCheck(x.rank == 4 && k >= 1 && s >= 1 && p >= 0 && 2 * p <= k,
@@ -15,6 +18,7 @@ private func poolGeometry(_ op: String, _ x: Tensor, _ k: Int, _ s: Int, _ p: In
 /// Max pooling with a `kernelSize` square window; padded positions never win.
 public func maxPool2d(_ x: Tensor, kernelSize: Int, stride: Int, padding: Int = 0) -> Tensor {
     let g = poolGeometry("maxPool2d", x, kernelSize, stride, padding)
+    if x.layout == .channelsLast { return maxPool2dChannelsLast(x, g) }
     let planes = x.shape[0] * x.shape[1], inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let argmax = TensorIndexBuffer(count: planes * outPlane)
     let px = UncheckedSendable(x.storage.pointer)
@@ -64,6 +68,7 @@ public func maxPool2d(_ x: Tensor, kernelSize: Int, stride: Int, padding: Int = 
 /// Average pooling; the divisor is always `kernelSize²` (padding counts, as PyTorch's default).
 public func avgPool2d(_ x: Tensor, kernelSize: Int, stride: Int, padding: Int = 0) -> Tensor {
     let g = poolGeometry("avgPool2d", x, kernelSize, stride, padding)
+    if x.layout == .channelsLast { return avgPool2dChannelsLast(x, g) }
     let planes = x.shape[0] * x.shape[1], inPlane = g.height * g.width, outPlane = g.outH * g.outW
     let scale = 1 / Float(kernelSize * kernelSize)
     let px = UncheckedSendable(x.storage.pointer)
@@ -115,9 +120,60 @@ public func avgPool2d(_ x: Tensor, kernelSize: Int, stride: Int, padding: Int = 
 }
 
 /// Mean over the spatial axes: `[N, C, H, W] -> [N, C, 1, 1]` (PyTorch's `AdaptiveAvgPool2d(1)`).
+/// The result's bytes are those of `[N, C]` in either layout; it is labelled standard, so the
+/// usual `flattened()` that follows is free.
 public func globalAvgPool(_ x: Tensor) -> Tensor {
     shapeCheck(x.rank == 4, "globalAvgPool: input \(describe(x.shape)) is not NCHW")
-    return mean(x, axes: [2, 3], keepingDimensions: true)
+    guard x.layout == .channelsLast else { return mean(x, axes: [2, 3], keepingDimensions: true) }
+    let (n, c, spatial) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3])
+    let y = Tensor(shape: [n, c, 1, 1]) { out in
+        globalAvgPoolNHWC(batch: n, spatial: spatial, channels: c, input: x.rawStorage.pointer, output: out.baseAddress!)
+    }
+    let xShape = x.shape
+    return Tape.recordOp(y, inputs: [x]) { grad, _ in
+        // [N, C, 1, 1]: the same bytes in both layouts.
+        let g = grad.relaid(.standard, for: "globalAvgPool backward")
+        return [Tensor(shape: xShape, layout: .channelsLast) { gx in
+            globalAvgPoolBackwardNHWC(batch: n, spatial: spatial, channels: c, gradOutput: g.rawStorage.pointer,
+                                      gradInput: gx.baseAddress!)
+        }]
+    }
+}
+
+// MARK: - Channels-last
+
+private func maxPool2dChannelsLast(_ x: Tensor, _ g0: ConvGeometry) -> Tensor {
+    var g = g0
+    g.channels = x.shape[1]
+    let n = x.shape[0], outCount = n * g.channels * g.outH * g.outW
+    let argmax = TensorIndexBuffer(count: outCount)
+    let y = Tensor(shape: [n, g.channels, g.outH, g.outW], layout: .channelsLast) { out in
+        maxPool2dNHWC(g, batch: n, input: x.rawStorage.pointer, output: out.baseAddress!, argmax: argmax.pointer)
+    }
+    let xShape = x.shape
+    return Tape.recordOp(y, inputs: [x]) { grad, _ in
+        let gc = grad.relaid(.channelsLast, for: "maxPool2d backward")
+        return [Tensor(shape: xShape, layout: .channelsLast) { gx in
+            maxPool2dBackwardNHWC(g, batch: n, gradOutput: gc.rawStorage.pointer, argmax: argmax.pointer,
+                                  gradInput: gx.baseAddress!)
+        }]
+    }
+}
+
+private func avgPool2dChannelsLast(_ x: Tensor, _ g0: ConvGeometry) -> Tensor {
+    var g = g0
+    g.channels = x.shape[1]
+    let n = x.shape[0]
+    let y = Tensor(shape: [n, g.channels, g.outH, g.outW], layout: .channelsLast) { out in
+        avgPool2dNHWC(g, batch: n, input: x.rawStorage.pointer, output: out.baseAddress!)
+    }
+    let xShape = x.shape
+    return Tape.recordOp(y, inputs: [x]) { grad, _ in
+        let gc = grad.relaid(.channelsLast, for: "avgPool2d backward")
+        return [Tensor(shape: xShape, layout: .channelsLast) { gx in
+            avgPool2dBackwardNHWC(g, batch: n, gradOutput: gc.rawStorage.pointer, gradInput: gx.baseAddress!)
+        }]
+    }
 }
 
 /// Int32 scratch owned by a closure (max-pool winners), freed with it.

@@ -19,6 +19,7 @@ func keptShape(_ shape: [Int], _ axes: [Int]) -> [Int] {
 
 /// Sum over `axes` (sorted, valid), result in keep-dims shape. Untraced kernel path.
 func reduceSum(_ x: Tensor, axes: [Int]) -> Tensor {
+    let x = x.standard(for: "sum")
     let outShape = keptShape(x.shape, axes)
     var outStrides = contiguousStrides(outShape)
     for a in axes { outStrides[a] = 0 }
@@ -37,6 +38,7 @@ func reduceSum(_ x: Tensor, axes: [Int]) -> Tensor {
 
 /// Maximum over `axes`, keep-dims shape. Untraced kernel path.
 func reduceMax(_ x: Tensor, axes: [Int]) -> Tensor {
+    let x = x.standard(for: "max")
     let outShape = keptShape(x.shape, axes)
     var outStrides = contiguousStrides(outShape)
     for a in axes { outStrides[a] = 0 }

@@ -1,0 +1,433 @@
+/// Batch normalization kernels for both memory layouts, with an optional fused ReLU.
+///
+/// A tensor is viewed as `[outer, channels, inner]` (`ChannelView`): NCHW is `(N, C, H·W)`,
+/// channels-last NHWC is `(N·H·W, C, 1)`, a `[N, C]` matrix is `(N, C, 1)`. Statistics are per
+/// channel over the `outer · inner` elements.
+///
+/// - `inner == 1` (channels-last): the channels of one row are adjacent, so every loop runs over
+///   16 channels at a time (SIMD16) down a strip of rows, with a scalar loop for the last
+///   `C % 16` channels. Rows are cut into chunks whose size depends only on `C` (about 32 KiB, L1
+///   resident); each chunk yields per-channel partial results, and the partials are combined
+///   sequentially in chunk order. The result is therefore the same for any thread count.
+/// - `inner > 1` (NCHW): each channel is `outer` contiguous planes; threads take whole channels,
+///   and loops run along the plane (the summation order does not depend on the thread count).
+///
+/// Numerics: the variance is never `E[x²] − E[x]²`. Each chunk computes its mean and its centred
+/// sum of squares in two passes over L1-resident data, and chunks are merged with Chan et al.'s
+/// pairwise update (`M2 = M2a + M2b + δ²·na·nb/n`), so the whole statistic reads memory once and
+/// stays accurate when |mean| ≫ std. The backward pass likewise accumulates `Σ dy·(x − μ)`, never
+/// `Σ dy·x − μ·Σ dy`, which cancels catastrophically when |μ| ≫ σ.
+
+/// `[outer, channels, inner]`: element `(o, c, i)` is at `(o · channels + c) · inner + i`.
+public struct ChannelView: Sendable, Equatable {
+    public var outer, channels, inner: Int
+    public init(outer: Int, channels: Int, inner: Int) {
+        self.outer = outer; self.channels = channels; self.inner = inner
+    }
+    /// Elements per channel (the batch-norm reduction size).
+    public var perChannel: Int { outer * inner }
+    public var count: Int { outer * channels * inner }
+}
+
+/// Rows per chunk of the channels-last reductions: about 32 KiB of input, at least 16 rows.
+/// A function of `C` only, which is what makes the sums independent of the thread count.
+@inline(__always)
+func chunkRows(_ channels: Int) -> Int { max(16, 8192 / max(1, channels)) }
+
+// MARK: - Statistics
+
+/// Per-channel batch mean and biased variance of `x`.
+public func batchNormStatistics(_ v: ChannelView, _ x: UnsafePointer<Float>, mean: UnsafeMutablePointer<Float>,
+                                variance: UnsafeMutablePointer<Float>, threads: Int? = nil) {
+    let c = v.channels
+    if c == 0 { return }
+    if v.perChannel == 0 {
+        mean.update(repeating: 0, count: c); variance.update(repeating: 0, count: c)
+        return
+    }
+    if v.inner > 1 {
+        let pm = UncheckedSendable(mean), pv = UncheckedSendable(variance)
+        parallelFor(c, threads: threads) { channels in
+            for ch in channels {
+                var s: Float = 0
+                for o in 0..<v.outer { s += sum(v.inner, x + (o * c + ch) * v.inner) }
+                let mu = s / Float(v.perChannel)
+                var ss: Float = 0
+                let vmu = Vec(repeating: mu)
+                for o in 0..<v.outer {
+                    let p = x + (o * c + ch) * v.inner
+                    var acc = Vec()
+                    var j = 0
+                    while j + 16 <= v.inner { let d = load(p + j) - vmu; acc = acc.addingProduct(d, d); j += 16 }
+                    var t = acc.sum()
+                    while j < v.inner { let d = p[j] - mu; t += d * d; j += 1 }
+                    ss += t
+                }
+                pm.value[ch] = mu
+                pv.value[ch] = ss / Float(v.perChannel)
+            }
+        }
+        return
+    }
+    // Channels-last: per-chunk mean and centred sum of squares, then Chan's merge in chunk order.
+    let rows = v.outer, chunk = chunkRows(c)
+    let chunks = (rows + chunk - 1) / chunk
+    let partialMean = UnsafeMutablePointer<Float>.allocate(capacity: chunks * c)
+    let partialM2 = UnsafeMutablePointer<Float>.allocate(capacity: chunks * c)
+    defer { partialMean.deallocate(); partialM2.deallocate() }
+    let (pm, pq) = (UncheckedSendable(partialMean), UncheckedSendable(partialM2))
+    parallelFor(chunks, threads: threads) { range in
+        for k in range {
+            let r0 = k * chunk, nr = min(chunk, rows - r0)
+            let base = x + r0 * c
+            let inv = 1 / Float(nr)
+            var c0 = 0
+            while c0 + 16 <= c {
+                let p = base + c0
+                var s0 = Vec(), s1 = Vec()
+                var r = 0
+                while r + 2 <= nr { s0 += load(p + r * c); s1 += load(p + (r + 1) * c); r += 2 }
+                if r < nr { s0 += load(p + r * c) }
+                let m = (s0 + s1) * inv
+                var q0 = Vec(), q1 = Vec()
+                r = 0
+                while r + 2 <= nr {
+                    let d0 = load(p + r * c) - m, d1 = load(p + (r + 1) * c) - m
+                    q0 = q0.addingProduct(d0, d0); q1 = q1.addingProduct(d1, d1); r += 2
+                }
+                if r < nr { let d = load(p + r * c) - m; q0 = q0.addingProduct(d, d) }
+                store(m, pm.value + k * c + c0)
+                store(q0 + q1, pq.value + k * c + c0)
+                c0 += 16
+            }
+            for ch in c0..<c {
+                var s: Float = 0
+                for r in 0..<nr { s += base[r * c + ch] }
+                let m = s * inv
+                var q: Float = 0
+                for r in 0..<nr { let d = base[r * c + ch] - m; q += d * d }
+                pm.value[k * c + ch] = m
+                pq.value[k * c + ch] = q
+            }
+        }
+    }
+    // Merge: (n, mean, M2) ⊕ (nb, meanb, M2b), vectorised over channels, chunks in order.
+    var c0 = 0
+    while c0 + 16 <= c {
+        var n = Float(min(chunk, rows)), m = load(partialMean + c0), q = load(partialM2 + c0)
+        for k in 1..<max(1, chunks) {
+            let nb = Float(min(chunk, rows - k * chunk)), total = n + nb
+            let d = load(partialMean + k * c + c0) - m
+            m = m.addingProduct(d, Vec(repeating: nb / total))
+            q = q + load(partialM2 + k * c + c0) + d * d * Vec(repeating: n * nb / total)
+            n = total
+        }
+        store(m, mean + c0)
+        store(q * (1 / n), variance + c0)
+        c0 += 16
+    }
+    for ch in c0..<c {
+        var n = Float(min(chunk, rows)), m = partialMean[ch], q = partialM2[ch]
+        for k in 1..<max(1, chunks) {
+            let nb = Float(min(chunk, rows - k * chunk)), total = n + nb
+            let d = partialMean[k * c + ch] - m
+            m += d * (nb / total)
+            q += partialM2[k * c + ch] + d * d * (n * nb / total)
+            n = total
+        }
+        mean[ch] = m
+        variance[ch] = q / n
+    }
+}
+
+// MARK: - Apply (forward normalisation)
+
+/// `y = x · scale[c] + shift[c]`, then `max(·, 0)` if `relu`. Training mode passes
+/// `scale = γ/√(σ²+ε)`, `shift = β − μ·scale`; inference mode the same with running statistics.
+public func batchNormApply(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                           shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, relu: Bool,
+                           threads: Int? = nil) {
+    if relu {
+        applyAffine(v, x, scale, shift, y, threads) { $0.replacing(with: 0, where: $0 .< 0) } _: { max($0, 0) }
+    } else {
+        applyAffine(v, x, scale, shift, y, threads) { $0 } _: { $0 }
+    }
+}
+
+@inline(__always)
+func applyAffine(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePointer<Float>,
+                 _ shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ threads: Int?,
+                 _ fv: (Vec) -> Vec, _ fs: (Float) -> Float) {
+    let c = v.channels
+    let out = UncheckedSendable(y)
+    if v.inner > 1 {
+        parallelFor(v.outer * c, minimumPerThread: max(1, 8192 / v.inner), threads: threads) { planes in
+            for plane in planes {
+                let ch = plane % c, off = plane * v.inner
+                let a = scale[ch], b = shift[ch]
+                let va = Vec(repeating: a), vb = Vec(repeating: b)
+                map(v.inner, x + off, out.value + off, { fv(vb.addingProduct($0, va)) }, { fs($0 * a + b) })
+            }
+        }
+        return
+    }
+    parallelFor(v.outer, minimumPerThread: max(1, 8192 / max(1, c)), threads: threads) { rows in
+        for r in rows {
+            let src = x + r * c, dst = out.value + r * c
+            var c0 = 0
+            while c0 + 16 <= c {
+                store(fv(load(shift + c0).addingProduct(load(src + c0), load(scale + c0))), dst + c0)
+                c0 += 16
+            }
+            while c0 < c { dst[c0] = fs(src[c0] * scale[c0] + shift[c0]); c0 += 1 }
+        }
+    }
+}
+
+// MARK: - Backward
+
+/// Where the backward pass reads the gradient of the normalised value: `dy` itself, or, after a
+/// fused ReLU, `dy` masked by the forward output (`dy` where `y > 0`, else 0).
+protocol BNGradient {
+    func vector(_ offset: Int) -> Vec
+    func scalar(_ offset: Int) -> Float
+}
+
+struct PlainGradient: BNGradient {
+    let dy: UnsafePointer<Float>
+    @inline(__always) func vector(_ o: Int) -> Vec { load(dy + o) }
+    @inline(__always) func scalar(_ o: Int) -> Float { dy[o] }
+}
+
+struct ReLUMaskedGradient: BNGradient {
+    let dy: UnsafePointer<Float>, y: UnsafePointer<Float>
+    @inline(__always) func vector(_ o: Int) -> Vec { load(dy + o).replacing(with: 0, where: load(y + o) .<= 0) }
+    @inline(__always) func scalar(_ o: Int) -> Float { y[o] > 0 ? dy[o] : 0 }
+}
+
+/// Gradients of batch normalization (optionally followed by a fused ReLU).
+///
+/// With `dz` the gradient of the normalised value (`dy`, masked by `y > 0` when `reluOutput` is
+/// given), `x̂ = (x − μ)·inv`:
+/// `dγ = Σ dz·x̂`, `dβ = Σ dz`, and
+/// - training mode (batch statistics): `dx = γ·inv·(dz − dβ/M − x̂·dγ/M)`;
+/// - inference mode (constant statistics): `dx = γ·inv·dz`.
+///
+/// - Parameters:
+///   - mean, invStd: the statistics the forward pass normalised with (`inv = 1/√(σ²+ε)`).
+///   - gamma: the scale, or nil for 1.
+///   - reluOutput: the forward output when a ReLU was fused into it, else nil.
+///   - dx, dgamma, dbeta: outputs, each optional (nil: not computed).
+public func batchNormBackward(_ v: ChannelView, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                              reluOutput: UnsafePointer<Float>?, mean: UnsafePointer<Float>,
+                              invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?, training: Bool,
+                              dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                              dbeta: UnsafeMutablePointer<Float>?, threads: Int? = nil) {
+    if let reluOutput {
+        bnBackward(v, x, ReLUMaskedGradient(dy: dy, y: reluOutput), mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+    } else {
+        bnBackward(v, x, PlainGradient(dy: dy), mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+    }
+}
+
+func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G, _ mean: UnsafePointer<Float>,
+                               _ invStd: UnsafePointer<Float>, _ gamma: UnsafePointer<Float>?, _ training: Bool,
+                               _ dx: UnsafeMutablePointer<Float>?, _ dgamma: UnsafeMutablePointer<Float>?,
+                               _ dbeta: UnsafeMutablePointer<Float>?, _ threads: Int?) {
+    let c = v.channels
+    if c == 0 { return }
+    let needSums = training && dx != nil || dgamma != nil || dbeta != nil
+    // Per channel: Σ dz and Σ dz·(x − μ).
+    let sdz = UnsafeMutablePointer<Float>.allocate(capacity: c)
+    let sdzx = UnsafeMutablePointer<Float>.allocate(capacity: c)
+    defer { sdz.deallocate(); sdzx.deallocate() }
+    sdz.update(repeating: 0, count: c); sdzx.update(repeating: 0, count: c)
+    if needSums && v.perChannel > 0 { bnGradientSums(v, x, g, mean, sdz, sdzx, threads) }
+    for ch in 0..<c {
+        dgamma?[ch] = invStd[ch] * sdzx[ch]
+        dbeta?[ch] = sdz[ch]
+    }
+    guard let dx, v.perChannel > 0 else { return }
+    // dx = k·(dz − a − (x − μ)·b): k = γ·inv; training a = Σdz/M, b = inv²·Σdz(x−μ)/M; else a = b = 0.
+    let k = UnsafeMutablePointer<Float>.allocate(capacity: 3 * c)
+    defer { k.deallocate() }
+    let a = k + c, b = k + 2 * c
+    let m = Float(v.perChannel)
+    for ch in 0..<c {
+        let inv = invStd[ch]
+        k[ch] = (gamma?[ch] ?? 1) * inv
+        a[ch] = training ? sdz[ch] / m : 0
+        b[ch] = training ? inv * inv * sdzx[ch] / m : 0
+    }
+    let out = UncheckedSendable(dx)
+    if v.inner > 1 {
+        parallelFor(v.outer * c, minimumPerThread: max(1, 8192 / v.inner), threads: threads) { planes in
+            for plane in planes {
+                let ch = plane % c, off = plane * v.inner
+                let (kk, aa, bb, mu) = (k[ch], a[ch], b[ch], mean[ch])
+                let (vk, va, vb, vmu) = (Vec(repeating: kk), Vec(repeating: aa), Vec(repeating: bb), Vec(repeating: mu))
+                let xp = x + off, dp = out.value + off
+                var j = 0
+                while j + 16 <= v.inner {
+                    let xc = load(xp + j) - vmu
+                    store(vk * (g.vector(off + j) - va - xc * vb), dp + j)
+                    j += 16
+                }
+                while j < v.inner { dp[j] = kk * (g.scalar(off + j) - aa - (xp[j] - mu) * bb); j += 1 }
+            }
+        }
+        return
+    }
+    parallelFor(v.outer, minimumPerThread: max(1, 8192 / max(1, c)), threads: threads) { rows in
+        for r in rows {
+            let off = r * c
+            let xp = x + off, dp = out.value + off
+            var c0 = 0
+            while c0 + 16 <= c {
+                let xc = load(xp + c0) - load(mean + c0)
+                store(load(k + c0) * (g.vector(off + c0) - load(a + c0) - xc * load(b + c0)), dp + c0)
+                c0 += 16
+            }
+            while c0 < c {
+                dp[c0] = k[c0] * (g.scalar(off + c0) - a[c0] - (xp[c0] - mean[c0]) * b[c0])
+                c0 += 1
+            }
+        }
+    }
+}
+
+/// `sdz[c] = Σ dz`, `sdzx[c] = Σ dz·(x − μ)` (outputs overwritten).
+func bnGradientSums<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G, _ mean: UnsafePointer<Float>,
+                                   _ sdz: UnsafeMutablePointer<Float>, _ sdzx: UnsafeMutablePointer<Float>,
+                                   _ threads: Int?) {
+    let c = v.channels
+    if v.inner > 1 {
+        let (p0, p1) = (UncheckedSendable(sdz), UncheckedSendable(sdzx))
+        parallelFor(c, threads: threads) { channels in
+            for ch in channels {
+                let mu = mean[ch], vmu = Vec(repeating: mu)
+                var s0: Float = 0, s1: Float = 0
+                for o in 0..<v.outer {
+                    let off = (o * c + ch) * v.inner, xp = x + off
+                    var a0 = Vec(), a1 = Vec()
+                    var j = 0
+                    while j + 16 <= v.inner {
+                        let d = g.vector(off + j)
+                        a0 += d; a1 = a1.addingProduct(d, load(xp + j) - vmu); j += 16
+                    }
+                    var t0 = a0.sum(), t1 = a1.sum()
+                    while j < v.inner { let d = g.scalar(off + j); t0 += d; t1 += d * (xp[j] - mu); j += 1 }
+                    s0 += t0; s1 += t1
+                }
+                p0.value[ch] = s0; p1.value[ch] = s1
+            }
+        }
+        return
+    }
+    let rows = v.outer, chunk = chunkRows(c)
+    let chunks = (rows + chunk - 1) / chunk
+    let partial = UnsafeMutablePointer<Float>.allocate(capacity: 2 * chunks * c)
+    defer { partial.deallocate() }
+    let pp = UncheckedSendable(partial)
+    parallelFor(chunks, threads: threads) { range in
+        for k in range {
+            let r0 = k * chunk, nr = min(chunk, rows - r0)
+            let out0 = pp.value + 2 * k * c, out1 = out0 + c
+            var c0 = 0
+            while c0 + 16 <= c {
+                let vmu = load(mean + c0)
+                var a0 = Vec(), a1 = Vec(), b0 = Vec(), b1 = Vec()
+                var r = r0
+                while r + 2 <= r0 + nr {
+                    let o0 = r * c + c0, o1 = o0 + c
+                    let d0 = g.vector(o0), d1 = g.vector(o1)
+                    a0 += d0; a1 += d1
+                    b0 = b0.addingProduct(d0, load(x + o0) - vmu)
+                    b1 = b1.addingProduct(d1, load(x + o1) - vmu)
+                    r += 2
+                }
+                if r < r0 + nr {
+                    let o = r * c + c0, d = g.vector(o)
+                    a0 += d; b0 = b0.addingProduct(d, load(x + o) - vmu)
+                }
+                store(a0 + a1, out0 + c0)
+                store(b0 + b1, out1 + c0)
+                c0 += 16
+            }
+            for ch in c0..<c {
+                let mu = mean[ch]
+                var s0: Float = 0, s1: Float = 0
+                for r in r0..<(r0 + nr) { let o = r * c + ch, d = g.scalar(o); s0 += d; s1 += d * (x[o] - mu) }
+                out0[ch] = s0; out1[ch] = s1
+            }
+        }
+    }
+    for k in 0..<chunks {
+        let p0 = partial + 2 * k * c
+        accumulate(c, p0, into: sdz, threads: 1)
+        accumulate(c, p0 + c, into: sdzx, threads: 1)
+    }
+}
+
+// MARK: - Scalar references (tests)
+
+/// Plain reference for `batchNormStatistics`: two passes in Double.
+public func referenceBatchNormStatistics(_ v: ChannelView, _ x: UnsafePointer<Float>,
+                                         mean: UnsafeMutablePointer<Float>, variance: UnsafeMutablePointer<Float>) {
+    for ch in 0..<v.channels {
+        var s = 0.0
+        for o in 0..<v.outer { for i in 0..<v.inner { s += Double(x[(o * v.channels + ch) * v.inner + i]) } }
+        let m = s / Double(max(1, v.perChannel))
+        var q = 0.0
+        for o in 0..<v.outer {
+            for i in 0..<v.inner { let d = Double(x[(o * v.channels + ch) * v.inner + i]) - m; q += d * d }
+        }
+        mean[ch] = Float(m)
+        variance[ch] = Float(q / Double(max(1, v.perChannel)))
+    }
+}
+
+/// Plain reference for `batchNormApply`.
+public func referenceBatchNormApply(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                    shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, relu: Bool) {
+    for o in 0..<v.outer {
+        for ch in 0..<v.channels {
+            for i in 0..<v.inner {
+                let e = (o * v.channels + ch) * v.inner + i
+                let z = x[e] * scale[ch] + shift[ch]
+                y[e] = relu ? max(z, 0) : z
+            }
+        }
+    }
+}
+
+/// Plain reference for `batchNormBackward`, in Double.
+public func referenceBatchNormBackward(_ v: ChannelView, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                       reluOutput: UnsafePointer<Float>?, mean: UnsafePointer<Float>,
+                                       invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?, training: Bool,
+                                       dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                                       dbeta: UnsafeMutablePointer<Float>?) {
+    func index(_ o: Int, _ ch: Int, _ i: Int) -> Int { (o * v.channels + ch) * v.inner + i }
+    for ch in 0..<v.channels {
+        let mu = Double(mean[ch]), inv = Double(invStd[ch]), gm = Double(gamma?[ch] ?? 1)
+        func dz(_ e: Int) -> Double { reluOutput.map { $0[e] > 0 ? Double(dy[e]) : 0 } ?? Double(dy[e]) }
+        var sdz = 0.0, sdzxhat = 0.0
+        for o in 0..<v.outer {
+            for i in 0..<v.inner {
+                let e = index(o, ch, i)
+                sdz += dz(e); sdzxhat += dz(e) * (Double(x[e]) - mu) * inv
+            }
+        }
+        dgamma?[ch] = Float(sdzxhat)
+        dbeta?[ch] = Float(sdz)
+        guard let dx else { continue }
+        let m = Double(v.perChannel)
+        for o in 0..<v.outer {
+            for i in 0..<v.inner {
+                let e = index(o, ch, i)
+                let xhat = (Double(x[e]) - mu) * inv
+                dx[e] = Float(training ? gm * inv * (dz(e) - sdz / m - xhat * sdzxhat / m) : gm * inv * dz(e))
+            }
+        }
+    }
+}
