@@ -20,11 +20,12 @@ import ResidualTestSupport
         .appendingPathComponent("../ResidualNNTests/Fixtures/torchvision").standardized
     static let references = try! ReferenceCases(contentsOf: directory.appendingPathComponent("references.safetensors"))
 
-    static let scratch: URL = {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("residual-torchvision-\(getpid())")
+    /// A fresh directory for one test's files (up to 150 MB), removed by the caller's `defer`.
+    static func scratchDirectory() -> URL {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("residual-torchvision-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
-    }()
+    }
 
     /// The `resnet` executable of the same build as this test binary (CI and `swift test` build
     /// every product first).
@@ -95,7 +96,7 @@ import ResidualTestSupport
     }
 
     /// Writes the rebuilt weights and input of a reference case; checks they are the library's bytes.
-    static func files(_ key: String) throws -> (weights: URL, input: URL, model: String, flags: [String]) {
+    static func files(_ key: String, in scratch: URL) throws -> (weights: URL, input: URL, model: String, flags: [String]) {
         let q = references.parameters(key)
         let inputKey = q["input"] as! String, iq = references.parameters(inputKey)
         let weights = try rebuild(header: q["weights"] as! String, integer: Int64(q["num_batches_tracked"] as! Int))
@@ -106,15 +107,17 @@ import ResidualTestSupport
                 "\(key): the rebuilt input is not the file the safetensors library wrote")
         let w = scratch.appendingPathComponent("\(q["weights"] as! String).safetensors")
         let x = scratch.appendingPathComponent("\(inputKey).safetensors")
-        if !FileManager.default.fileExists(atPath: w.path) { try weights.write(to: w) }
+        try weights.write(to: w)
         try input.write(to: x)
         return (w, x, q["model"] as! String, q["flags"] as! [String])
     }
 
     @Test(arguments: ["resnet18", "resnet50_v1.5", "resnet50_v1", "resnet20", "plain20"])
     func inferReproducesTorchvision(_ key: String) throws {
-        let (w, x, model, flags) = try Self.files(key)
-        let out = Self.scratch.appendingPathComponent("\(key).logits.safetensors")
+        let scratch = Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let (w, x, model, flags) = try Self.files(key, in: scratch)
+        let out = scratch.appendingPathComponent("\(key).logits.safetensors")
         let r = try Self.run(["infer", "--model", model, "--weights", w.path, "--input", x.path, "--output", out.path] + flags)
         #expect(r.status == 0, "\(key): resnet infer failed: \(r.stderr)")
         guard r.status == 0 else { return }
@@ -136,7 +139,9 @@ import ResidualTestSupport
     /// rounded weights within 1e-4.
     @Test func halfPrecisionStateDict() throws {
         let d = Self.directory
-        let out = Self.scratch.appendingPathComponent("resnet20_f16.logits.safetensors")
+        let scratch = Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let out = scratch.appendingPathComponent("resnet20_f16.logits.safetensors")
         let r = try Self.run(["infer", "--model", "resnet20", "--weights", d.appendingPathComponent("resnet20_f16.safetensors").path,
                               "--input", d.appendingPathComponent("resnet20_f16.input.safetensors").path, "--output", out.path])
         #expect(r.status == 0, "resnet infer failed: \(r.stderr)")
@@ -166,11 +171,13 @@ import ResidualTestSupport
     /// A missing, extra or mis-shaped tensor, or torchvision weights with the wrong shortcut option:
     /// `resnet infer` exits with status 1 and names the tensor (and both shapes).
     @Test func badStateDictsNameTheTensor() throws {
-        let (w, x, _, _) = try Self.files("resnet20")
+        let scratch = Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(at: scratch) }
+        let (w, x, _, _) = try Self.files("resnet20", in: scratch)
         var state = try SafeTensors.read(w).tensors
-        let out = Self.scratch.appendingPathComponent("bad.logits.safetensors")
+        let out = scratch.appendingPathComponent("bad.logits.safetensors")
         func infer(_ tensors: [String: Tensor], model: String = "resnet20", _ flags: [String] = []) throws -> (Int32, String) {
-            let url = Self.scratch.appendingPathComponent("bad.safetensors")
+            let url = scratch.appendingPathComponent("bad.safetensors")
             try SafeTensors.write(tensors.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, to: url)
             return try Self.run(["infer", "--model", model, "--weights", url.path, "--input", x.path, "--output", out.path] + flags)
         }
@@ -188,8 +195,7 @@ import ResidualTestSupport
         #expect(r.0 == 1 && r.1.contains("layer3.0.conv2.weight") && r.1.contains("[64, 64, 1, 3]") && r.1.contains("[64, 64, 3, 3]"), "\(r)")
         // torchvision's ResNet-18 has projection shortcuts (option B); the zoo's default is the
         // paper's option A, so without --shortcut B the downsample tensors are extra.
-        let (tw, _, _, _) = try Self.files("resnet18")
-        let tx = Self.scratch.appendingPathComponent("input224.safetensors")
+        let (tw, tx, _, _) = try Self.files("resnet18", in: scratch)
         let t = try Self.run(["infer", "--model", "resnet18", "--weights", tw.path, "--input", tx.path, "--output", out.path])
         #expect(t.status == 1 && t.stderr.contains("layer2.0.downsample.0.weight") && t.stderr.contains("--shortcut B"), "\(t)")
     }
