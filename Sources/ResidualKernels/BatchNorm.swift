@@ -144,20 +144,37 @@ public func batchNormStatistics(_ v: ChannelView, _ x: UnsafePointer<Float>, mea
 
 /// `y = x · scale[c] + shift[c]`, then `max(·, 0)` if `relu`. Training mode passes
 /// `scale = γ/√(σ²+ε)`, `shift = β − μ·scale`; inference mode the same with running statistics.
+/// Every lane (vector or scalar tail) computes `fma(x, scale, shift)`, which the fused backward
+/// pass recomputes bit for bit to find the ReLU mask.
 public func batchNormApply(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                            shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, relu: Bool,
                            threads: Int? = nil) {
     if relu {
-        applyAffine(v, x, scale, shift, y, threads) { $0.replacing(with: 0, where: $0 .< 0) } _: { max($0, 0) }
+        applyAffine(v, x, scale, shift, y, threads, ReLUEpilogue.self)
     } else {
-        applyAffine(v, x, scale, shift, y, threads) { $0 } _: { $0 }
+        applyAffine(v, x, scale, shift, y, threads, IdentityEpilogue.self)
     }
 }
 
-@inline(__always)
-func applyAffine(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePointer<Float>,
-                 _ shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ threads: Int?,
-                 _ fv: (Vec) -> Vec, _ fs: (Float) -> Float) {
+/// What follows the affine map in `batchNormApply` (a type parameter, so each loop is specialised).
+protocol Epilogue {
+    static func apply(_ v: Vec) -> Vec
+    static func apply(_ s: Float) -> Float
+}
+
+enum IdentityEpilogue: Epilogue {
+    @inline(__always) static func apply(_ v: Vec) -> Vec { v }
+    @inline(__always) static func apply(_ s: Float) -> Float { s }
+}
+
+enum ReLUEpilogue: Epilogue {
+    @inline(__always) static func apply(_ v: Vec) -> Vec { v.replacing(with: 0, where: v .< 0) }
+    @inline(__always) static func apply(_ s: Float) -> Float { max(s, 0) }
+}
+
+func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePointer<Float>,
+                              _ shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ threads: Int?,
+                              _: E.Type) {
     let c = v.channels
     let out = UncheckedSendable(y)
     if v.inner > 1 {
@@ -166,7 +183,10 @@ func applyAffine(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePoi
                 let ch = plane % c, off = plane * v.inner
                 let a = scale[ch], b = shift[ch]
                 let va = Vec(repeating: a), vb = Vec(repeating: b)
-                map(v.inner, x + off, out.value + off, { fv(vb.addingProduct($0, va)) }, { fs($0 * a + b) })
+                let (src, dst) = (x + off, out.value + off)
+                var j = 0
+                while j + 16 <= v.inner { store(E.apply(vb.addingProduct(load(src + j), va)), dst + j); j += 16 }
+                while j < v.inner { dst[j] = E.apply(b.addingProduct(src[j], a)); j += 1 }
             }
         }
         return
@@ -176,10 +196,10 @@ func applyAffine(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePoi
             let src = x + r * c, dst = out.value + r * c
             var c0 = 0
             while c0 + 16 <= c {
-                store(fv(load(shift + c0).addingProduct(load(src + c0), load(scale + c0))), dst + c0)
+                store(E.apply(load(shift + c0).addingProduct(load(src + c0), load(scale + c0))), dst + c0)
                 c0 += 16
             }
-            while c0 < c { dst[c0] = fs(src[c0] * scale[c0] + shift[c0]); c0 += 1 }
+            while c0 < c { dst[c0] = E.apply(shift[c0].addingProduct(src[c0], scale[c0])); c0 += 1 }
         }
     }
 }
@@ -187,51 +207,60 @@ func applyAffine(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePoi
 // MARK: - Backward
 
 /// Where the backward pass reads the gradient of the normalised value: `dy` itself, or, after a
-/// fused ReLU, `dy` masked by the forward output (`dy` where `y > 0`, else 0).
+/// fused ReLU, `dy` where the forward's pre-activation `fma(x, scale, shift)` was positive. The
+/// mask is recomputed from `x` (which the backward loads anyway) with the forward's own `fma`, so
+/// it is bitwise the forward's `y > 0` and the forward output is never read: one stream less.
 protocol BNGradient {
-    func vector(_ offset: Int) -> Vec
-    func scalar(_ offset: Int) -> Float
+    func vector(_ offset: Int, x: Vec, scale: Vec, shift: Vec) -> Vec
+    func scalar(_ offset: Int, x: Float, scale: Float, shift: Float) -> Float
 }
 
 struct PlainGradient: BNGradient {
     let dy: UnsafePointer<Float>
-    @inline(__always) func vector(_ o: Int) -> Vec { load(dy + o) }
-    @inline(__always) func scalar(_ o: Int) -> Float { dy[o] }
+    @inline(__always) func vector(_ o: Int, x: Vec, scale: Vec, shift: Vec) -> Vec { load(dy + o) }
+    @inline(__always) func scalar(_ o: Int, x: Float, scale: Float, shift: Float) -> Float { dy[o] }
 }
 
 struct ReLUMaskedGradient: BNGradient {
-    let dy: UnsafePointer<Float>, y: UnsafePointer<Float>
-    @inline(__always) func vector(_ o: Int) -> Vec { load(dy + o).replacing(with: 0, where: load(y + o) .<= 0) }
-    @inline(__always) func scalar(_ o: Int) -> Float { y[o] > 0 ? dy[o] : 0 }
+    let dy: UnsafePointer<Float>
+    @inline(__always) func vector(_ o: Int, x: Vec, scale: Vec, shift: Vec) -> Vec {
+        load(dy + o).replacing(with: 0, where: shift.addingProduct(x, scale) .<= 0)
+    }
+    @inline(__always) func scalar(_ o: Int, x: Float, scale: Float, shift: Float) -> Float {
+        shift.addingProduct(x, scale) > 0 ? dy[o] : 0
+    }
 }
 
 /// Gradients of batch normalization (optionally followed by a fused ReLU).
 ///
-/// With `dz` the gradient of the normalised value (`dy`, masked by `y > 0` when `reluOutput` is
-/// given), `x̂ = (x − μ)·inv`:
-/// `dγ = Σ dz·x̂`, `dβ = Σ dz`, and
+/// With `dz` the gradient of the normalised value (`dy`, masked by the ReLU when fused),
+/// `x̂ = (x − μ)·inv`: `dγ = Σ dz·x̂`, `dβ = Σ dz`, and
 /// - training mode (batch statistics): `dx = γ·inv·(dz − dβ/M − x̂·dγ/M)`;
 /// - inference mode (constant statistics): `dx = γ·inv·dz`.
 ///
 /// - Parameters:
 ///   - mean, invStd: the statistics the forward pass normalised with (`inv = 1/√(σ²+ε)`).
 ///   - gamma: the scale, or nil for 1.
-///   - reluOutput: the forward output when a ReLU was fused into it, else nil.
+///   - fusedReLU: when a ReLU was fused into the forward pass, the `scale` and `shift` it was given
+///     (the ReLU mask is recomputed from them and `x`), else nil.
 ///   - dx, dgamma, dbeta: outputs, each optional (nil: not computed).
 public func batchNormBackward(_ v: ChannelView, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                              reluOutput: UnsafePointer<Float>?, mean: UnsafePointer<Float>,
-                              invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?, training: Bool,
+                              mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?,
+                              training: Bool, fusedReLU: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>)?,
                               dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
                               dbeta: UnsafeMutablePointer<Float>?, threads: Int? = nil) {
-    if let reluOutput {
-        bnBackward(v, x, ReLUMaskedGradient(dy: dy, y: reluOutput), mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+    let affine = fusedReLU ?? (mean, mean)   // unread by the plain path
+    if fusedReLU != nil {
+        bnBackward(v, x, ReLUMaskedGradient(dy: dy), affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
     } else {
-        bnBackward(v, x, PlainGradient(dy: dy), mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+        bnBackward(v, x, PlainGradient(dy: dy), affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
     }
 }
 
-func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G, _ mean: UnsafePointer<Float>,
-                               _ invStd: UnsafePointer<Float>, _ gamma: UnsafePointer<Float>?, _ training: Bool,
+func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G,
+                               _ affine: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>),
+                               _ mean: UnsafePointer<Float>, _ invStd: UnsafePointer<Float>,
+                               _ gamma: UnsafePointer<Float>?, _ training: Bool,
                                _ dx: UnsafeMutablePointer<Float>?, _ dgamma: UnsafeMutablePointer<Float>?,
                                _ dbeta: UnsafeMutablePointer<Float>?, _ threads: Int?) {
     let c = v.channels
@@ -242,7 +271,7 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
     let sdzx = UnsafeMutablePointer<Float>.allocate(capacity: c)
     defer { sdz.deallocate(); sdzx.deallocate() }
     sdz.update(repeating: 0, count: c); sdzx.update(repeating: 0, count: c)
-    if needSums && v.perChannel > 0 { bnGradientSums(v, x, g, mean, sdz, sdzx, threads) }
+    if needSums && v.perChannel > 0 { bnGradientSums(v, x, g, affine, mean, sdz, sdzx, threads) }
     for ch in 0..<c {
         dgamma?[ch] = invStd[ch] * sdzx[ch]
         dbeta?[ch] = sdz[ch]
@@ -259,21 +288,26 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
         a[ch] = training ? sdz[ch] / m : 0
         b[ch] = training ? inv * inv * sdzx[ch] / m : 0
     }
+    let (scale, shift) = affine
     let out = UncheckedSendable(dx)
     if v.inner > 1 {
         parallelFor(v.outer * c, minimumPerThread: max(1, 8192 / v.inner), threads: threads) { planes in
             for plane in planes {
                 let ch = plane % c, off = plane * v.inner
-                let (kk, aa, bb, mu) = (k[ch], a[ch], b[ch], mean[ch])
+                let (kk, aa, bb, mu, sc, sh) = (k[ch], a[ch], b[ch], mean[ch], scale[ch], shift[ch])
                 let (vk, va, vb, vmu) = (Vec(repeating: kk), Vec(repeating: aa), Vec(repeating: bb), Vec(repeating: mu))
+                let (vsc, vsh) = (Vec(repeating: sc), Vec(repeating: sh))
                 let xp = x + off, dp = out.value + off
                 var j = 0
                 while j + 16 <= v.inner {
-                    let xc = load(xp + j) - vmu
-                    store(vk * (g.vector(off + j) - va - xc * vb), dp + j)
+                    let xv = load(xp + j)
+                    store(vk * (g.vector(off + j, x: xv, scale: vsc, shift: vsh) - va - (xv - vmu) * vb), dp + j)
                     j += 16
                 }
-                while j < v.inner { dp[j] = kk * (g.scalar(off + j) - aa - (xp[j] - mu) * bb); j += 1 }
+                while j < v.inner {
+                    dp[j] = kk * (g.scalar(off + j, x: xp[j], scale: sc, shift: sh) - aa - (xp[j] - mu) * bb)
+                    j += 1
+                }
             }
         }
         return
@@ -284,12 +318,14 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
             let xp = x + off, dp = out.value + off
             var c0 = 0
             while c0 + 16 <= c {
-                let xc = load(xp + c0) - load(mean + c0)
-                store(load(k + c0) * (g.vector(off + c0) - load(a + c0) - xc * load(b + c0)), dp + c0)
+                let xv = load(xp + c0)
+                let dz = g.vector(off + c0, x: xv, scale: load(scale + c0), shift: load(shift + c0))
+                store(load(k + c0) * (dz - load(a + c0) - (xv - load(mean + c0)) * load(b + c0)), dp + c0)
                 c0 += 16
             }
             while c0 < c {
-                dp[c0] = k[c0] * (g.scalar(off + c0) - a[c0] - (xp[c0] - mean[c0]) * b[c0])
+                let dz = g.scalar(off + c0, x: xp[c0], scale: scale[c0], shift: shift[c0])
+                dp[c0] = k[c0] * (dz - a[c0] - (xp[c0] - mean[c0]) * b[c0])
                 c0 += 1
             }
         }
@@ -297,26 +333,34 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
 }
 
 /// `sdz[c] = Σ dz`, `sdzx[c] = Σ dz·(x − μ)` (outputs overwritten).
-func bnGradientSums<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G, _ mean: UnsafePointer<Float>,
-                                   _ sdz: UnsafeMutablePointer<Float>, _ sdzx: UnsafeMutablePointer<Float>,
-                                   _ threads: Int?) {
+func bnGradientSums<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G,
+                                   _ affine: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>),
+                                   _ mean: UnsafePointer<Float>, _ sdz: UnsafeMutablePointer<Float>,
+                                   _ sdzx: UnsafeMutablePointer<Float>, _ threads: Int?) {
     let c = v.channels
+    let (scale, shift) = affine
     if v.inner > 1 {
         let (p0, p1) = (UncheckedSendable(sdz), UncheckedSendable(sdzx))
         parallelFor(c, threads: threads) { channels in
             for ch in channels {
                 let mu = mean[ch], vmu = Vec(repeating: mu)
+                let (sc, sh) = (scale[ch], shift[ch])
+                let (vsc, vsh) = (Vec(repeating: sc), Vec(repeating: sh))
                 var s0: Float = 0, s1: Float = 0
                 for o in 0..<v.outer {
                     let off = (o * c + ch) * v.inner, xp = x + off
                     var a0 = Vec(), a1 = Vec()
                     var j = 0
                     while j + 16 <= v.inner {
-                        let d = g.vector(off + j)
-                        a0 += d; a1 = a1.addingProduct(d, load(xp + j) - vmu); j += 16
+                        let xv = load(xp + j)
+                        let d = g.vector(off + j, x: xv, scale: vsc, shift: vsh)
+                        a0 += d; a1 = a1.addingProduct(d, xv - vmu); j += 16
                     }
                     var t0 = a0.sum(), t1 = a1.sum()
-                    while j < v.inner { let d = g.scalar(off + j); t0 += d; t1 += d * (xp[j] - mu); j += 1 }
+                    while j < v.inner {
+                        let d = g.scalar(off + j, x: xp[j], scale: sc, shift: sh)
+                        t0 += d; t1 += d * (xp[j] - mu); j += 1
+                    }
                     s0 += t0; s1 += t1
                 }
                 p0.value[ch] = s0; p1.value[ch] = s1
@@ -335,29 +379,33 @@ func bnGradientSums<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, 
             let out0 = pp.value + 2 * k * c, out1 = out0 + c
             var c0 = 0
             while c0 + 16 <= c {
-                let vmu = load(mean + c0)
+                let vmu = load(mean + c0), vsc = load(scale + c0), vsh = load(shift + c0)
                 var a0 = Vec(), a1 = Vec(), b0 = Vec(), b1 = Vec()
                 var r = r0
                 while r + 2 <= r0 + nr {
                     let o0 = r * c + c0, o1 = o0 + c
-                    let d0 = g.vector(o0), d1 = g.vector(o1)
+                    let x0 = load(x + o0), x1 = load(x + o1)
+                    let d0 = g.vector(o0, x: x0, scale: vsc, shift: vsh), d1 = g.vector(o1, x: x1, scale: vsc, shift: vsh)
                     a0 += d0; a1 += d1
-                    b0 = b0.addingProduct(d0, load(x + o0) - vmu)
-                    b1 = b1.addingProduct(d1, load(x + o1) - vmu)
+                    b0 = b0.addingProduct(d0, x0 - vmu)
+                    b1 = b1.addingProduct(d1, x1 - vmu)
                     r += 2
                 }
                 if r < r0 + nr {
-                    let o = r * c + c0, d = g.vector(o)
-                    a0 += d; b0 = b0.addingProduct(d, load(x + o) - vmu)
+                    let o = r * c + c0, xv = load(x + o), d = g.vector(o, x: xv, scale: vsc, shift: vsh)
+                    a0 += d; b0 = b0.addingProduct(d, xv - vmu)
                 }
                 store(a0 + a1, out0 + c0)
                 store(b0 + b1, out1 + c0)
                 c0 += 16
             }
             for ch in c0..<c {
-                let mu = mean[ch]
+                let mu = mean[ch], sc = scale[ch], sh = shift[ch]
                 var s0: Float = 0, s1: Float = 0
-                for r in r0..<(r0 + nr) { let o = r * c + ch, d = g.scalar(o); s0 += d; s1 += d * (x[o] - mu) }
+                for r in r0..<(r0 + nr) {
+                    let o = r * c + ch, d = g.scalar(o, x: x[o], scale: sc, shift: sh)
+                    s0 += d; s1 += d * (x[o] - mu)
+                }
                 out0[ch] = s0; out1[ch] = s1
             }
         }
@@ -394,23 +442,27 @@ public func referenceBatchNormApply(_ v: ChannelView, _ x: UnsafePointer<Float>,
         for ch in 0..<v.channels {
             for i in 0..<v.inner {
                 let e = (o * v.channels + ch) * v.inner + i
-                let z = x[e] * scale[ch] + shift[ch]
+                let z = shift[ch].addingProduct(x[e], scale[ch])
                 y[e] = relu ? max(z, 0) : z
             }
         }
     }
 }
 
-/// Plain reference for `batchNormBackward`, in Double.
+/// Plain reference for `batchNormBackward`, in Double (the ReLU mask from `fma(x, scale, shift) > 0`).
 public func referenceBatchNormBackward(_ v: ChannelView, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
-                                       reluOutput: UnsafePointer<Float>?, mean: UnsafePointer<Float>,
-                                       invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?, training: Bool,
+                                       mean: UnsafePointer<Float>, invStd: UnsafePointer<Float>,
+                                       gamma: UnsafePointer<Float>?, training: Bool,
+                                       fusedReLU: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>)?,
                                        dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
                                        dbeta: UnsafeMutablePointer<Float>?) {
     func index(_ o: Int, _ ch: Int, _ i: Int) -> Int { (o * v.channels + ch) * v.inner + i }
     for ch in 0..<v.channels {
         let mu = Double(mean[ch]), inv = Double(invStd[ch]), gm = Double(gamma?[ch] ?? 1)
-        func dz(_ e: Int) -> Double { reluOutput.map { $0[e] > 0 ? Double(dy[e]) : 0 } ?? Double(dy[e]) }
+        func dz(_ e: Int) -> Double {
+            guard let (scale, shift) = fusedReLU else { return Double(dy[e]) }
+            return shift[ch].addingProduct(x[e], scale[ch]) > 0 ? Double(dy[e]) : 0
+        }
         var sdz = 0.0, sdzxhat = 0.0
         for o in 0..<v.outer {
             for i in 0..<v.inner {

@@ -54,8 +54,8 @@ import ResidualKernels
             let m = Buffer(zeros: 21), s = Buffer(zeros: 21), gg = Buffer(zeros: 21), gb = Buffer(zeros: 21)
             let dx = Buffer(zeros: v.count)
             batchNormStatistics(v, x.pointer, mean: m.pointer, variance: s.pointer, threads: t)
-            batchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: nil, mean: m.pointer, invStd: s.pointer,
-                              gamma: nil, training: true, dx: dx.pointer, dgamma: gg.pointer, dbeta: gb.pointer, threads: t)
+            batchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: m.pointer, invStd: s.pointer,
+                              gamma: nil, training: true, fusedReLU: nil, dx: dx.pointer, dgamma: gg.pointer, dbeta: gb.pointer, threads: t)
             results.append(m.values + s.values + gg.values + gb.values + dx.values)
         }
         #expect(results[0] == results[1] && results[1] == results[2])
@@ -69,26 +69,27 @@ import ResidualKernels
             let y = Buffer(zeros: v.count), ry = Buffer(zeros: v.count)
             batchNormApply(v, x.pointer, scale: scale.pointer, shift: shift.pointer, y.pointer, relu: relu, threads: threads)
             referenceBatchNormApply(v, x.pointer, scale: scale.pointer, shift: shift.pointer, ry.pointer, relu: relu)
-            #expect(relativeDifference(y.values, ry.values) < 1e-6, "\(v)")
+            #expect(y.values == ry.values, "\(v)")
             if relu { #expect(y.values.allSatisfy { $0 >= 0 }) }
         }
     }
 
     @Test(arguments: [(1, false, true), (2, false, true), (1, true, true), (2, true, true), (2, false, false), (2, true, false)])
     func backward(_ c: (Int, Bool, Bool)) {
-        let (threads, relu, training) = c
+        let (threads, withReLU, training) = c
         for v in Self.views {
             let x = Buffer(v.count, seed: 11, lower: -1, upper: 2), dy = Buffer(v.count, seed: 12)
-            let y = Buffer(v.count, seed: 13)   // stands for the forward output: its sign is the ReLU mask
+            let scale = Buffer(v.channels, seed: 13), shift = Buffer(v.channels, seed: 17)   // the fused ReLU's mask
+            let relu: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>)? = withReLU ? (UnsafePointer(scale.pointer), UnsafePointer(shift.pointer)) : nil
             let mean = Buffer(v.channels, seed: 14), inv = Buffer(v.channels, seed: 15, lower: 0.5, upper: 2)
             let gamma = Buffer(v.channels, seed: 16)
             let dx = Buffer(zeros: v.count), gg = Buffer(zeros: v.channels), gb = Buffer(zeros: v.channels)
             let rdx = Buffer(zeros: v.count), rgg = Buffer(zeros: v.channels), rgb = Buffer(zeros: v.channels)
-            batchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: relu ? UnsafePointer(y.pointer) : nil,
-                              mean: mean.pointer, invStd: inv.pointer, gamma: gamma.pointer, training: training,
+            batchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: mean.pointer, invStd: inv.pointer,
+                              gamma: gamma.pointer, training: training, fusedReLU: relu,
                               dx: dx.pointer, dgamma: gg.pointer, dbeta: gb.pointer, threads: threads)
-            referenceBatchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: relu ? UnsafePointer(y.pointer) : nil,
-                                       mean: mean.pointer, invStd: inv.pointer, gamma: gamma.pointer, training: training,
+            referenceBatchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: mean.pointer, invStd: inv.pointer,
+                                       gamma: gamma.pointer, training: training, fusedReLU: relu,
                                        dx: rdx.pointer, dgamma: rgg.pointer, dbeta: rgb.pointer)
             #expect(relativeDifference(dx.values, rdx.values) < 2e-5, "dx \(v)")
             #expect(relativeDifference(gg.values, rgg.values) < 2e-5, "dgamma \(v)")
@@ -102,13 +103,13 @@ import ResidualKernels
         let x = Buffer(v.count, seed: 1), dy = Buffer(v.count, seed: 2)
         let mean = Buffer(19, seed: 3), inv = Buffer(19, seed: 4, lower: 0.5, upper: 2)
         let dx = Buffer(zeros: v.count), gg = Buffer(zeros: 19), gb = Buffer(zeros: 19)
-        batchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: nil, mean: mean.pointer, invStd: inv.pointer,
-                          gamma: nil, training: true, dx: dx.pointer, dgamma: gg.pointer, dbeta: gb.pointer)
+        batchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: mean.pointer, invStd: inv.pointer,
+                          gamma: nil, training: true, fusedReLU: nil, dx: dx.pointer, dgamma: gg.pointer, dbeta: gb.pointer)
         let dx2 = Buffer(zeros: v.count), gg2 = Buffer(zeros: 19), gb2 = Buffer(zeros: 19)
-        batchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: nil, mean: mean.pointer, invStd: inv.pointer,
-                          gamma: nil, training: true, dx: dx2.pointer, dgamma: nil, dbeta: nil)
-        batchNormBackward(v, x: x.pointer, dy: dy.pointer, reluOutput: nil, mean: mean.pointer, invStd: inv.pointer,
-                          gamma: nil, training: true, dx: nil, dgamma: gg2.pointer, dbeta: gb2.pointer)
+        batchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: mean.pointer, invStd: inv.pointer,
+                          gamma: nil, training: true, fusedReLU: nil, dx: dx2.pointer, dgamma: nil, dbeta: nil)
+        batchNormBackward(v, x: x.pointer, dy: dy.pointer, mean: mean.pointer, invStd: inv.pointer,
+                          gamma: nil, training: true, fusedReLU: nil, dx: nil, dgamma: gg2.pointer, dbeta: gb2.pointer)
         #expect(dx.values == dx2.values && gg.values == gg2.values && gb.values == gb2.values)
     }
 }

@@ -41,8 +41,9 @@ private func affine(_ c: Int, mean: Tensor, invStd: Tensor, weight: Tensor?, bia
 /// hand-written backward. `training`: the statistics are this batch's (their gradient flows);
 /// otherwise they are constants.
 private func recordBatchNorm(_ y: Tensor, _ x: Tensor, _ v: ChannelView, weight: Tensor?, bias: Tensor?,
-                             mean: Tensor, invStd: Tensor, training: Bool, fusedReLU: Bool) -> Tensor {
-    let (cx, cw, cy) = (x.detached, weight?.detached, fusedReLU ? y.detached : nil)
+                             mean: Tensor, invStd: Tensor, training: Bool,
+                             fusedReLU: (scale: Tensor, shift: Tensor)?) -> Tensor {
+    let (cx, cw) = (x.detached, weight?.detached)
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
@@ -57,9 +58,10 @@ private func recordBatchNorm(_ y: Tensor, _ x: Tensor, _ v: ChannelView, weight:
             gw.withMutablePointer { pgw in
                 gb.withMutablePointer { pgb in
                     batchNormBackward(v, x: cx.rawStorage.pointer, dy: g.rawStorage.pointer,
-                                      reluOutput: cy.map { UnsafePointer($0.rawStorage.pointer) },
                                       mean: mean.storage.pointer, invStd: invStd.storage.pointer,
                                       gamma: cw.map { UnsafePointer($0.storage.pointer) }, training: training,
+                                      fusedReLU: fusedReLU.map { (UnsafePointer($0.scale.storage.pointer),
+                                                                  UnsafePointer($0.shift.storage.pointer)) },
                                       dx: dx, dgamma: pgw, dbeta: pgb)
                 }
             }
@@ -110,7 +112,7 @@ public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsil
                        out.baseAddress!, relu: fusedReLU)
     }
     let out = recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: meanT, invStd: invStd,
-                              training: true, fusedReLU: fusedReLU)
+                              training: true, fusedReLU: fusedReLU ? (scale, shift) : nil)
     return (out, meanT, varT)
 }
 
@@ -131,5 +133,5 @@ public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean
                        out.baseAddress!, relu: fusedReLU)
     }
     return recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: m.detached, invStd: invStd,
-                           training: false, fusedReLU: fusedReLU)
+                           training: false, fusedReLU: fusedReLU ? (scale, shift) : nil)
 }
