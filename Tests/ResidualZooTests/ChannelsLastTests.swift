@@ -43,4 +43,14 @@ import ResidualTestSupport
         #expect(grads.count == model.parameters.count)
         #expect(grads.allSatisfy { $0.layout == .standard }, "parameter gradients are standard")
     }
+
+    /// Checkpoints see logical order: a channels-last tensor serialises exactly as its standard copy.
+    @Test func checkpointOfChannelsLastTensor() throws {
+        let x = testTensor([2, 5, 3, 4], seed: 6)
+        let a = SafeTensors.serialize([("x", x.converted(to: .channelsLast))])
+        let b = SafeTensors.serialize([("x", x)])
+        #expect(a == b)
+        let back = try SafeTensors.parse(a).tensors["x"]!
+        #expect(back.scalars == x.scalars && back.layout == .standard)
+    }
 }
