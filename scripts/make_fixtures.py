@@ -166,7 +166,46 @@ def layer_edge_cases(w):
         x = torch.randint(-1, 2, (2, 3, 9, 8), generator=gen).float()
         y, r, grads = with_grads(lambda x: F.max_pool2d(x, k, s, p), [x], gen)
         w.case(name, dict(k=k, s=s, p=p), input=x, output=y, grad_output=r, grad_input=grads[0])
+    fused_cases(w)
 
+
+def fused_cases(w):
+    """The fused steps the zoo's blocks use: ReLU(batch norm) in train and eval mode, and
+    ReLU(a + b) (random, and with exact zeros where the gradient is 0). Random draws are repeated
+    until no ReLU input is within 1e-4 (relative) of the kink."""
+    gen = torch.Generator().manual_seed(777)
+
+    def kink_free(z):
+        return (z.abs() / z.abs().max()).min().item() >= 1e-4
+
+    for name, training in [("bn_relu_train", True), ("bn_relu_eval", False)]:
+        for _ in range(100):
+            x = rand(gen, 3, 6, 5, 4, lo=-2, hi=3)
+            weight, bias = rand(gen, 6, lo=0.5, hi=1.5), rand(gen, 6, lo=-0.5, hi=0.5)
+            rm, rv = rand(gen, 6, lo=-0.5, hi=0.5), rand(gen, 6, lo=0.5, hi=2)
+            z = F.batch_norm(x.double(), rm.double().clone(), rv.double().clone(), weight.double(), bias.double(),
+                             training=training, momentum=0.1, eps=1e-5)
+            if kink_free(z):
+                break
+        else:
+            raise RuntimeError(f"{name}: no kink-free draw")
+        fn = lambda x, wt, b: F.relu(F.batch_norm(x, rm.double().clone(), rv.double().clone(), wt, b, training=training,
+                                                  momentum=0.1, eps=1e-5))
+        y, r, grads = with_grads(fn, [x, weight, bias], gen)
+        w.case(name, dict(eps=1e-5), input=x, weight=weight, bias=bias, running_mean=rm, running_var=rv, output=y,
+               grad_output=r, grad_input=grads[0], grad_weight=grads[1], grad_bias=grads[2])
+    for _ in range(100):
+        a, b = rand(gen, 2, 8, 5, 6), rand(gen, 2, 8, 5, 6)
+        if kink_free(a.double() + b.double()):
+            break
+    else:
+        raise RuntimeError("add_relu: no kink-free draw")
+    y, r, grads = with_grads(lambda a, b: F.relu(a + b), [a, b], gen)
+    w.case("add_relu", {}, input=a, other=b, output=y, grad_output=r, grad_input=grads[0], grad_other=grads[1])
+    a = torch.randint(-2, 3, (2, 8, 5, 6), generator=gen).float()
+    b = torch.randint(-2, 3, (2, 8, 5, 6), generator=gen).float()
+    y, r, grads = with_grads(lambda a, b: F.relu(a + b), [a, b], gen)
+    w.case("add_relu_zeros", {}, input=a, other=b, output=y, grad_output=r, grad_input=grads[0], grad_other=grads[1])
 
 
 class ZeroPadShortcut(torch.nn.Module):

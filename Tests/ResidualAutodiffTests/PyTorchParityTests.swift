@@ -12,22 +12,30 @@ import ResidualTestSupport
         return try! ReferenceCases(contentsOf: url)
     }()
 
-    /// Runs `f` on watched inputs, seeds backward with the stored grad_output, and compares.
-    func check(_ name: String, inputs: [String], gradients: [String],
-               _ f: ([Tensor]) -> Tensor, sourceLocation: SourceLocation = #_sourceLocation) {
+    /// Runs `f` on watched inputs, seeds backward with the stored grad_output, and compares. Runs
+    /// twice: with the inputs as stored (standard layout) and with the 4-D activations (`input`,
+    /// `other`) stored channels-last, the layout the zoo runs in, so both code paths of each op face
+    /// PyTorch. (Weights stay standard: the layout decision covers activations.)
+    func check(_ name: String, inputs: [String], gradients: [String], _ f: ([Tensor]) -> Tensor,
+               sourceLocation: SourceLocation = #_sourceLocation) {
         let c = Self.cases
-        let tape = Tape()
-        let xs = inputs.map { tape.watch(c["\(name).\($0)"]) }
-        let y = tape.record { f(xs) }
-        let forward = relativeError(y, c["\(name).output"])
-        logParity("\(name).output", forward)
-        #expect(forward < 1e-4, "\(name) forward: relative error \(forward)", sourceLocation: sourceLocation)
-        let seed = c.tensors["\(name).grad_output"]
-        let grads = tape.gradients(of: y, withRespectTo: xs, seed: seed)
-        for (g, gname) in zip(grads, gradients) {
-            let e = relativeError(g, c["\(name).\(gname)"])
-            logParity("\(name).\(gname)", e)
-            #expect(e < 1e-3, "\(name) \(gname): relative error \(e)", sourceLocation: sourceLocation)
+        for layout in [Tensor.Layout.standard, .channelsLast] {
+            let tape = Tape()
+            let xs = inputs.map { n -> Tensor in
+                let t = c["\(name).\(n)"]
+                return tape.watch(t.rank == 4 && (n == "input" || n == "other") ? t.converted(to: layout) : t)
+            }
+            let y = tape.record { f(xs) }
+            let forward = relativeError(y, c["\(name).output"])
+            logParity("\(name).\(layout).output", forward)
+            #expect(forward < 1e-4, "\(name) (\(layout)) forward: relative error \(forward)", sourceLocation: sourceLocation)
+            let seed = c.tensors["\(name).grad_output"]
+            let grads = tape.gradients(of: y, withRespectTo: xs, seed: seed)
+            for (g, gname) in zip(grads, gradients) {
+                let e = relativeError(g, c["\(name).\(gname)"])
+                logParity("\(name).\(layout).\(gname)", e)
+                #expect(e < 1e-3, "\(name) (\(layout)) \(gname): relative error \(e)", sourceLocation: sourceLocation)
+            }
         }
     }
 
@@ -103,7 +111,29 @@ import ResidualTestSupport
         }
     }
 
+    /// The fused steps of the zoo's blocks: ReLU(batch norm) in both modes, ReLU(a + b) (also with
+    /// exact zeros, where the gradient is 0), each against PyTorch's unfused composition.
+    @Test func fusedBatchNormReLU() {
+        check("bn_relu_train", inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            batchNormTraining($0[0], weight: $0[1], bias: $0[2], epsilon: 1e-5, fusedReLU: true).output
+        }
+        let c = Self.cases
+        check("bn_relu_eval", inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            batchNormInference($0[0], weight: $0[1], bias: $0[2], mean: c["bn_relu_eval.running_mean"],
+                               variance: c["bn_relu_eval.running_var"], epsilon: 1e-5, fusedReLU: true)
+        }
+    }
+
+    @Test(arguments: ["add_relu", "add_relu_zeros"])
+    func addThenReLU(_ name: String) {
+        check(name, inputs: ["input", "other"], gradients: ["grad_input", "grad_other"]) { addReLU($0[0], $0[1]) }
+        check(name, inputs: ["input", "other"], gradients: ["grad_input", "grad_other"]) { relu($0[0] + $0[1]) }
+    }
+
     @Test func optionAShortcut() {
+        check("shortcut_option_a", inputs: ["input"], gradients: ["grad_input"]) {
+            subsampleAndPadChannels($0[0], stride: 2, before: 8, after: 8)
+        }
         check("shortcut_option_a", inputs: ["input"], gradients: ["grad_input"]) { x in
             let s = x[0].shape
             let sub = slice(x[0], lower: [0, 0, 0, 0], upper: s, stride: [1, 1, 2, 2])

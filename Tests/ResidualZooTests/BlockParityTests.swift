@@ -39,25 +39,27 @@ import ResidualTestSupport
         var state: [String: Tensor] = [:]
         for (k, t) in f.tensors where k.hasPrefix("\(name).state.") { state[String(k.dropFirst("\(name).state.".count))] = t }
         try block.loadStateDict(state)   // strict: torchvision's names, nothing missing or extra
-        for mode in ["eval", "train"] {
+        // Inside a network a block's input is channels-last (the stem's convolution produces it);
+        // standard-layout input takes the ops' other path. Both must match.
+        for (mode, layout) in [("eval", Tensor.Layout.standard), ("train", .standard), ("eval", .channelsLast), ("train", .channelsLast)] {
             try block.loadStateDict(state)
             for p in block.parameters { p.zeroGrad() }
             block.train(mode == "train")
             let tape = Tape()
-            let x = tape.watch(f["\(name).input"])
+            let x = tape.watch(f["\(name).input"].converted(to: layout))
             let y = tape.record { block(x) }
             let e = relativeError(y, f["\(name).\(mode).output"])
-            logParity("\(name).\(mode).output", e)
-            #expect(e < 1e-4, "\(name) \(mode) output: \(e)")
+            logParity("\(name).\(mode).\(layout).output", e)
+            #expect(e < 1e-4, "\(name) \(mode) \(layout) output: \(e)")
             let gx = tape.gradients(of: y, withRespectTo: [x], seed: f["\(name).\(mode).grad_output"])[0]
             var worst = relativeError(gx, f["\(name).\(mode).grad_input"])
-            #expect(worst < 1e-3, "\(name) \(mode) grad_input: \(worst)")
+            #expect(worst < 1e-3, "\(name) \(mode) \(layout) grad_input: \(worst)")
             for (pname, p) in block.namedParameters() {
                 let ge = relativeError(p.grad ?? Tensor(zeros: p.shape), f["\(name).\(mode).grad.\(pname)"])
-                #expect(ge < 1e-3, "\(name) \(mode) grad \(pname): \(ge)")
+                #expect(ge < 1e-3, "\(name) \(mode) \(layout) grad \(pname): \(ge)")
                 worst = max(worst, ge)
             }
-            logParity("\(name).\(mode).gradients", worst)
+            logParity("\(name).\(mode).\(layout).gradients", worst)
             if mode == "train" {
                 var worstStat: Float = 0
                 for (bname, b) in block.namedBuffers() where bname.contains("running") {
