@@ -191,16 +191,38 @@ func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sca
         }
         return
     }
-    parallelFor(v.outer, minimumPerThread: max(1, 8192 / max(1, c)), threads: threads) { rows in
-        for r in rows {
-            let src = x + r * c, dst = out.value + r * c
-            var c0 = 0
-            while c0 + 16 <= c {
-                store(E.apply(load(shift + c0).addingProduct(load(src + c0), load(scale + c0))), dst + c0)
-                c0 += 16
+    // Channels-last: row chunks split across threads; within a chunk, one 16-channel block at a
+    // time walks down the rows with its scale and shift in registers (each row's block is one
+    // cache line when C % 16 == 0).
+    forEachRowChunk(v.outer, c, threads) { r0, r1 in
+        var c0 = 0
+        while c0 + 16 <= c {
+            let vs = load(scale + c0), vb = load(shift + c0)
+            var src = x + r0 * c + c0, dst = out.value + r0 * c + c0
+            var r = r0
+            while r + 2 <= r1 {
+                store(E.apply(vb.addingProduct(load(src), vs)), dst)
+                store(E.apply(vb.addingProduct(load(src + c), vs)), dst + c)
+                src += 2 * c; dst += 2 * c; r += 2
             }
-            while c0 < c { dst[c0] = E.apply(shift[c0].addingProduct(src[c0], scale[c0])); c0 += 1 }
+            if r < r1 { store(E.apply(vb.addingProduct(load(src), vs)), dst) }
+            c0 += 16
         }
+        if c0 < c {
+            for r in r0..<r1 {
+                let src = x + r * c, dst = out.value + r * c
+                for ch in c0..<c { dst[ch] = E.apply(shift[ch].addingProduct(src[ch], scale[ch])) }
+            }
+        }
+    }
+}
+
+/// Splits `rows` into chunks of `chunkRows(c)` rows across threads and calls `body(start, end)` per chunk.
+@inline(__always)
+func forEachRowChunk(_ rows: Int, _ c: Int, _ threads: Int?, _ body: (_ start: Int, _ end: Int) -> Void) {
+    let chunk = chunkRows(c)
+    parallelFor((rows + chunk - 1) / chunk, threads: threads) { range in
+        for k in range { body(k * chunk, min(rows, (k + 1) * chunk)) }
     }
 }
 
@@ -312,21 +334,25 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
         }
         return
     }
-    parallelFor(v.outer, minimumPerThread: max(1, 8192 / max(1, c)), threads: threads) { rows in
-        for r in rows {
-            let off = r * c
-            let xp = x + off, dp = out.value + off
-            var c0 = 0
-            while c0 + 16 <= c {
-                let xv = load(xp + c0)
-                let dz = g.vector(off + c0, x: xv, scale: load(scale + c0), shift: load(shift + c0))
-                store(load(k + c0) * (dz - load(a + c0) - (xv - load(mean + c0)) * load(b + c0)), dp + c0)
-                c0 += 16
+    forEachRowChunk(v.outer, c, threads) { r0, r1 in
+        var c0 = 0
+        while c0 + 16 <= c {
+            let (vk, va, vb, vmu) = (load(k + c0), load(a + c0), load(b + c0), load(mean + c0))
+            let (vsc, vsh) = (load(scale + c0), load(shift + c0))
+            for r in r0..<r1 {
+                let off = r * c + c0
+                let xv = load(x + off)
+                store(vk * (g.vector(off, x: xv, scale: vsc, shift: vsh) - va - (xv - vmu) * vb), out.value + off)
             }
-            while c0 < c {
-                let dz = g.scalar(off + c0, x: xp[c0], scale: scale[c0], shift: shift[c0])
-                dp[c0] = k[c0] * (dz - a[c0] - (xp[c0] - mean[c0]) * b[c0])
-                c0 += 1
+            c0 += 16
+        }
+        if c0 < c {
+            for r in r0..<r1 {
+                for ch in c0..<c {
+                    let off = r * c + ch
+                    let dz = g.scalar(off, x: x[off], scale: scale[ch], shift: shift[ch])
+                    out.value[off] = k[ch] * (dz - a[ch] - (x[off] - mean[ch]) * b[ch])
+                }
             }
         }
     }

@@ -254,4 +254,26 @@ import ResidualTestSupport
         expectPass(checkGradients([cl(x), w, b]) { conv2d($0[0], $0[1], bias: $0[2], stride: stride, padding: 1, groups: groups) })
         expectPass(checkGradients([x, w]) { tanh(conv2d($0[0], $0[1], stride: stride, padding: 1, groups: groups)) })
     }
+
+    /// Ops that are not layout-aware, fed channels-last inputs: they convert inside, and their
+    /// gradients reach the channels-last input correctly.
+    @Test func nonLayoutAwareOpsOnChannelsLastInputs() {
+        let x = testTensor([2, 3, 4, 5], seed: 37)
+        let positive = testTensor([2, 3, 4, 5], seed: 38, lower: 0.5, upper: 2)
+        let distinct = Tensor(shape: [2, 3, 4, 5], scalars: (0..<120).map { Float(($0 * 37) % 120) * 0.05 })
+        expectPass(checkGradients([cl(x)]) { sum($0[0], axes: [1, 2]) })
+        expectPass(checkGradients([cl(x)]) { mean($0[0], axes: [0, 3], keepingDimensions: true) * $0[0] })
+        expectPass(checkGradients([cl(distinct)]) { max($0[0], axes: [1]) })
+        expectPass(checkGradients([cl(x)]) { $0[0].reshaped([6, 20]) * testTensor([6, 20], seed: 39) })
+        expectPass(checkGradients([cl(x)]) { permute($0[0], [0, 2, 3, 1]) })
+        expectPass(checkGradients([cl(x)]) { slice($0[0], lower: [0, 1, 1, 0], upper: [2, 3, 4, 5], stride: [1, 1, 2, 2]) })
+        expectPass(checkGradients([cl(x), x]) { concatenate([$0[0], $0[1]], axis: 1) })
+        expectPass(checkGradients([cl(x)]) { pad($0[0], [(0, 0), (1, 2), (1, 0), (0, 0)]) })
+        expectPass(checkGradients([cl(x)]) { logSoftmax($0[0], axis: 1) })
+        expectPass(checkGradients([cl(x)]) { -$0[0] * 2 })
+        expectPass(checkGradients([cl(positive)]) { log($0[0]) + sqrt($0[0]) + pow($0[0], 3) })
+        expectPass(checkGradients([cl(x)]) { sigmoid($0[0] * 3) })
+        expectPass(checkGradients([cl(x), cl(positive)]) { pow($0[1], $0[0]) })
+    }
 }
+
