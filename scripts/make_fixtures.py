@@ -498,6 +498,16 @@ def imagenet(depth, v15):
     return model
 
 
+def imagenet_option_a(depth):
+    """torchvision's basic-block ResNet with the paper's option-A shortcuts (the zoo's default for
+    ResNet-18/34): the projections replaced by parameter-free zero padding."""
+    model = imagenet(depth, True)
+    for layer in [model.layer2, model.layer3, model.layer4]:
+        block = layer[0]
+        block.downsample = ZeroPadShortcut(2, block.conv1.out_channels - block.conv1.in_channels)
+    return model
+
+
 def relu_inputs(model, x, train):
     """Runs `model` once without gradients and returns, for every ReLU call in execution order, the
     name of the batch norm that produced its input and the input itself. Running statistics are
@@ -727,6 +737,7 @@ def torchvision_files():
         ("resnet18", "resnet18", "input224", [("resnet18", lambda: imagenet(18, True), ["--shortcut", "B"])]),
         ("resnet50", "resnet50", "input224", [("resnet50_v1.5", lambda: imagenet(50, True), ["--shortcut", "B", "--v1.5"]),
                                               ("resnet50_v1", lambda: imagenet(50, False), ["--shortcut", "B"])]),
+        ("resnet18_A", "resnet18", "input224", [("resnet18_A", lambda: imagenet_option_a(18), [])]),
         ("resnet20", "resnet20", "input32", [("resnet20", lambda: CifarNet(3, True), [])]),
         ("plain20", "plain20", "input32", [("plain20", lambda: CifarNet(3, False), [])]),
     ]

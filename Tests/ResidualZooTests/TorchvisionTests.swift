@@ -112,7 +112,7 @@ import ResidualTestSupport
         return (w, x, q["model"] as! String, q["flags"] as! [String])
     }
 
-    @Test(arguments: ["resnet18", "resnet50_v1.5", "resnet50_v1", "resnet20", "plain20"])
+    @Test(arguments: ["resnet18", "resnet18_A", "resnet50_v1.5", "resnet50_v1", "resnet20", "plain20"])
     func inferReproducesTorchvision(_ key: String) throws {
         let scratch = Self.scratchDirectory()
         defer { try? FileManager.default.removeItem(at: scratch) }
