@@ -207,6 +207,25 @@ def fused_cases(w):
     y, r, grads = with_grads(lambda a, b: F.relu(a + b), [a, b], gen)
     w.case("add_relu_zeros", {}, input=a, other=b, output=y, grad_output=r, grad_input=grads[0], grad_other=grads[1])
 
+    # Batch norm with variances comparable to eps (1e-5): with variances near 1, as above, leaving
+    # eps out or adding it twice changes results by ~5e-6, below the 1e-4 tolerance; here by 10-50 %.
+    x = rand(gen, 4, 5, 3, 3) * 3e-3 + 0.5
+    weight, bias = rand(gen, 5, lo=0.5, hi=1.5), rand(gen, 5)
+    rm, rv = rand(gen, 5), rand(gen, 5, lo=0.5, hi=2)
+    rm64, rv64 = rm.double().clone(), rv.double().clone()
+    fn = lambda x, wt, b: F.batch_norm(x, rm64, rv64, wt, b, training=True, momentum=0.1, eps=1e-5)
+    y, r, grads = with_grads(fn, [x, weight, bias], gen)
+    w.case("bn_train_small_var", dict(eps=1e-5, momentum=0.1), input=x, weight=weight, bias=bias, running_mean=rm,
+           running_var=rv, output=y, grad_output=r, grad_input=grads[0], grad_weight=grads[1], grad_bias=grads[2],
+           new_running_mean=rm64, new_running_var=rv64)
+    x = rand(gen, 3, 5, 4, 4) * 1e-2
+    weight, bias = rand(gen, 5, lo=0.5, hi=1.5), rand(gen, 5)
+    rm, rv = rand(gen, 5, lo=-1e-2, hi=1e-2), rand(gen, 5, lo=1e-5, hi=1e-4)
+    fn = lambda x, wt, b: F.batch_norm(x, rm.double(), rv.double(), wt, b, training=False, eps=1e-5)
+    y, r, grads = with_grads(fn, [x, weight, bias], gen)
+    w.case("bn_eval_small_var", dict(eps=1e-5), input=x, weight=weight, bias=bias, running_mean=rm, running_var=rv,
+           output=y, grad_output=r, grad_input=grads[0], grad_weight=grads[1], grad_bias=grads[2])
+
 
 class ZeroPadShortcut(torch.nn.Module):
     """The paper's option A as a torchvision `downsample`: stride-s subsampling, zero-padded channels

@@ -49,7 +49,8 @@ import ResidualTestSupport
         }
     }
 
-    @Test(arguments: ["bn_train", "bn_train_batch1"])
+    /// `_small_var`: batch variance ~1e-6, comparable to eps, so eps must be where PyTorch puts it.
+    @Test(arguments: ["bn_train", "bn_train_batch1", "bn_train_small_var"])
     func batchNormTrainingMode(_ name: String) {
         check(name, inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
             batchNormTraining($0[0], weight: $0[1], bias: $0[2], epsilon: 1e-5).output
@@ -67,11 +68,12 @@ import ResidualTestSupport
         #expect(em < 1e-5 && ev < 1e-5, "\(name) running statistics: \(em), \(ev)")
     }
 
-    @Test func batchNormEvalMode() {
+    @Test(arguments: ["bn_eval", "bn_eval_small_var"])
+    func batchNormEvalMode(_ name: String) {
         let c = Self.cases
-        check("bn_eval", inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
-            batchNormInference($0[0], weight: $0[1], bias: $0[2], mean: c["bn_eval.running_mean"],
-                               variance: c["bn_eval.running_var"], epsilon: 1e-5)
+        check(name, inputs: ["input", "weight", "bias"], gradients: ["grad_input", "grad_weight", "grad_bias"]) {
+            batchNormInference($0[0], weight: $0[1], bias: $0[2], mean: c["\(name).running_mean"],
+                               variance: c["\(name).running_var"], epsilon: 1e-5)
         }
     }
 

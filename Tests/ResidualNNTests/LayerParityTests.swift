@@ -47,7 +47,7 @@ import ResidualTestSupport
         try check(name, layer, state: bias ? ["weight": "weight", "bias": "bias"] : ["weight": "weight"])
     }
 
-    @Test(arguments: ["bn_train", "bn_train_batch1"])
+    @Test(arguments: ["bn_train", "bn_train_batch1", "bn_train_small_var"])
     func batchNormTraining(_ name: String) throws {
         let c = Self.cases
         let channels = c["\(name).weight"].count
@@ -63,11 +63,12 @@ import ResidualTestSupport
         #expect(bn.numBatchesTracked.value.scalar == 1)
     }
 
-    @Test func batchNormEval() throws {
-        let bn = BatchNorm2d(channels: Self.cases["bn_eval.weight"].count)
+    @Test(arguments: ["bn_eval", "bn_eval_small_var"])
+    func batchNormEval(_ name: String) throws {
+        let bn = BatchNorm2d(channels: Self.cases["\(name).weight"].count)
         bn.eval()
-        try check("bn_eval", bn, state: ["weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"])
-        #expect(bn.runningMean.value.scalars == Self.cases["bn_eval.running_mean"].scalars, "eval mode leaves the statistics alone")
+        try check(name, bn, state: ["weight": "weight", "bias": "bias", "running_mean": "running_mean", "running_var": "running_var"])
+        #expect(bn.runningMean.value.scalars == Self.cases["\(name).running_mean"].scalars, "eval mode leaves the statistics alone")
     }
 
     @Test func poolingLinearRelu() throws {
