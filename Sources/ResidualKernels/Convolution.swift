@@ -98,8 +98,10 @@ public func conv2dBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float
     }
 }
 
-/// gradWeight[O, C/groups, kh, kw] and gradBias[O], overwritten. Threads accumulate private partial
-/// sums over their images, added up at the end in a fixed order (deterministic for a thread count).
+/// gradWeight[O, C/groups, kh, kw] and gradBias[O], overwritten. The batch is cut into a fixed number
+/// of image chunks (set by the batch size, never by the thread count); each chunk sums its images into
+/// a private partial and the partials are added in chunk order, so the result is bit-identical for any
+/// thread count.
 public func conv2dBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>,
                                  gradWeight: UnsafeMutablePointer<Float>, gradBias: UnsafeMutablePointer<Float>?,
                                  threads: Int? = nil) {
@@ -107,30 +109,33 @@ public func conv2dBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, 
     let cg = s.inChannels / s.groups, og = s.outChannels / s.groups
     let direct = s.kernelH == 1 && s.kernelW == 1 && s.strideH == 1 && s.strideW == 1 && s.padH == 0 && s.padW == 0
     let wsize = s.outChannels * g.patchSize
+    let chunks = max(1, min(s.batch, 8))
     let t = threads ?? Threading.threadCount
-    let partials = UnsafeMutablePointer<Float>.allocate(capacity: max(1, t) * wsize)
+    let partials = UnsafeMutablePointer<Float>.allocate(capacity: chunks * wsize)
     defer { partials.deallocate() }
-    let used = UncheckedSendable(partials)
-    var workersUsed = 1
-    if s.batch >= t && t > 1 { workersUsed = t }
-    forEachImage(s, threads: threads) { images, gemmThreads, worker in
-        let acc = used.value + worker * wsize
-        acc.update(repeating: 0, count: wsize)
+    let box = UncheckedSendable(partials)
+    // With fewer chunks than threads, the chunks run one by one with a parallel GEMM inside.
+    let gemmThreads = chunks >= t ? 1 : t
+    parallelFor(chunks, threads: chunks >= t ? t : 1) { range in
         let col = UnsafeMutablePointer<Float>.allocate(capacity: direct ? 1 : max(1, g.patchSize * spatial))
         defer { col.deallocate() }
-        for n in images {
-            for gi in 0..<s.groups {
-                let x = input + (n * s.inChannels + gi * cg) * s.height * s.width
-                if !direct { im2col(g, x, col) }
-                sgemm(transA: false, transB: true, m: og, n: g.patchSize, k: spatial,
-                      a: gradOutput + (n * s.outChannels + gi * og) * spatial, lda: spatial,
-                      b: direct ? x : UnsafePointer(col), ldb: spatial, beta: 1, c: acc + gi * og * g.patchSize, ldc: g.patchSize,
-                      threads: gemmThreads)
+        for chunk in range {
+            let acc = box.value + chunk * wsize
+            acc.update(repeating: 0, count: wsize)
+            for n in (s.batch * chunk / chunks)..<(s.batch * (chunk + 1) / chunks) {
+                for gi in 0..<s.groups {
+                    let x = input + (n * s.inChannels + gi * cg) * s.height * s.width
+                    if !direct { im2col(g, x, col) }
+                    sgemm(transA: false, transB: true, m: og, n: g.patchSize, k: spatial,
+                          a: gradOutput + (n * s.outChannels + gi * og) * spatial, lda: spatial,
+                          b: direct ? x : UnsafePointer(col), ldb: spatial, beta: 1, c: acc + gi * og * g.patchSize,
+                          ldc: g.patchSize, threads: gemmThreads)
+                }
             }
         }
     }
     gradWeight.update(from: partials, count: wsize)
-    for w in 1..<workersUsed { axpy(wsize, 1, partials + w * wsize, gradWeight) }
+    for w in 1..<chunks { axpy(wsize, 1, partials + w * wsize, gradWeight) }
     if let gradBias {
         for o in 0..<s.outChannels {
             var acc: Float = 0
