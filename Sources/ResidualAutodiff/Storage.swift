@@ -1,4 +1,4 @@
-import Synchronization
+import Foundation
 
 /// The heap buffer behind a tensor: `count` floats, 64-byte aligned (one zmm register, one cache line).
 ///
@@ -34,7 +34,7 @@ public final class TensorStorage: @unchecked Sendable {
 }
 
 /// A size-keyed free list of large float buffers, bounded in total size.
-public final class BufferPool: Sendable {
+public final class BufferPool: @unchecked Sendable {
     public static let shared = BufferPool()
 
     /// Buffers smaller than this many floats go straight to malloc (fast for small sizes).
@@ -42,17 +42,27 @@ public final class BufferPool: Sendable {
     /// Most bytes kept idle in the pool; beyond it, released buffers are freed.
     public let capacityBytes: Int
 
-    private struct State: ~Copyable {
+    private struct State {
         var free: [Int: [UInt]] = [:]   // addresses, by element count
         var idleBytes = 0
     }
-    private let state = Mutex(State())
+    // NSLock (pthread_mutex) rather than Synchronization.Mutex: on Linux, Mutex locks with futex
+    // calls inside the uninstrumented standard library, so ThreadSanitizer sees no synchronisation
+    // and reports every pool access as a race (docs/Reliability.md, "Sanitizers").
+    private let lock = NSLock()
+    private var state = State()
+
+    private func withState<R>(_ body: (inout State) -> R) -> R {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&state)
+    }
 
     public init(capacityBytes: Int = 1 << 30) { self.capacityBytes = capacityBytes }
 
     func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count >= Self.minimumPooledCount {
-            let reused: UInt? = state.withLock { s in
+            let reused: UInt? = withState { s in
                 guard let p = s.free[count]?.popLast() else { return nil }
                 s.idleBytes -= count * 4
                 return p
@@ -66,7 +76,7 @@ public final class BufferPool: Sendable {
     func release(_ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
         if count >= Self.minimumPooledCount {
             let address = UInt(bitPattern: pointer)
-            let kept: Bool = state.withLock { s in
+            let kept: Bool = withState { s in
                 guard s.idleBytes + count * 4 <= capacityBytes else { return false }
                 s.free[count, default: []].append(address)
                 s.idleBytes += count * 4
@@ -78,11 +88,11 @@ public final class BufferPool: Sendable {
     }
 
     /// Bytes currently idle in the pool.
-    public var idleBytes: Int { state.withLock { $0.idleBytes } }
+    public var idleBytes: Int { withState { $0.idleBytes } }
 
     /// Frees every idle buffer (e.g. between a training run and inference).
     public func drain() {
-        let buffers: [UInt] = state.withLock { s in
+        let buffers: [UInt] = withState { s in
             let all = s.free.values.flatMap { $0 }
             s.free = [:]
             s.idleBytes = 0
