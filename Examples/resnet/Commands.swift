@@ -28,6 +28,7 @@ func trainCommand(_ o: ParsedOptions) throws -> Int32 {
     c.augment = !o.flag("no-augment")
     c.flip = !o.flag("no-flip")
     c.stopAfter = try o.int("stop-after", range: 1...Int.max)
+    c.skipNonfinite = o.flag("skip-nonfinite")
     installInterruptHandler()
     let r = try train(c)
     say(String(format: "Final: test error %.2f%%, train error %.2f%% (last epoch), %.0f images/s, %@ wall; files in %@/",

@@ -22,6 +22,8 @@ struct TrainConfig {
     var flip = true
     /// Stop (saving a checkpoint, as Ctrl-C does) once this many steps are done in total.
     var stopAfter: Int?
+    /// Skip a batch whose loss or gradients are not finite (and count it) instead of stopping.
+    var skipNonfinite = false
     /// Training-error points per epoch for the curves (besides the end-of-epoch test error).
     var pointsPerEpoch = 4
     var label: String?
@@ -62,6 +64,8 @@ struct Progress: Codable {
     var trainSeconds = 0.0     // seconds spent in training steps (data wait included; evaluation not)
     var trainImages = 0
     var dataWaitSeconds = 0.0
+    /// Batches skipped for a non-finite loss or gradient (--skip-nonfinite); nil when none.
+    var skippedBatches: Int?
 }
 
 struct TrainResult {
@@ -217,6 +221,7 @@ func train(_ config: TrainConfig) throws -> TrainResult {
         throw UsageError(message: "unknown model '\(config.model)'; `resnet zoo` lists them", command: nil)
     }
     let parameters = model.namedParameters()
+    let buffers = model.namedBuffers()
     let optimizer = SGD(parameters.map(\.1), learningRate: config.learningRate, momentum: config.momentum,
                         weightDecay: config.weightDecay)
     let stepsPerEpoch = trainLoader.batchesPerEpoch
@@ -244,6 +249,10 @@ func train(_ config: TrainConfig) throws -> TrainResult {
         let state = optimizer.stateTensors()
         for (i, (name, _)) in parameters.enumerated() {
             if let b = state[i]?["momentum_buffer"] { tensors.append(("optimizer.\(name).momentum_buffer", b)) }
+        }
+        // Never replace a good checkpoint with non-finite weights.
+        if let fault = NumericGuard.check(step: progress.step, state: tensors) {
+            throw TrainingFault(fault: fault, checkpoint: checkpointURL)
         }
         var m = metadata
         m[MetadataKey.progress] = String(decoding: try sortedJSON.encode(progress), as: UTF8.self)
@@ -280,20 +289,39 @@ func train(_ config: TrainConfig) throws -> TrainResult {
             optimizer.learningRate = lr
             let tape = Tape()
             var logits = Tensor(0)
+            let images = FaultInjection.images(batch.images, step: progress.step + 1)
+            // A skipped batch must leave no trace: its forward pass updates batch-norm statistics.
+            let buffersBefore = config.skipNonfinite ? buffers.map { $0.1.value } : []
             let loss = tape.record { () -> Tensor in
-                logits = model(batch.images)
+                logits = model(images)
                 return softmaxCrossEntropy(logits: logits, labels: batch.labels)
             }
             tape.backward(loss)
-            optimizer.step()
+            // A NaN or Inf in the loss or a gradient: stop (the checkpoint on disk is the last good
+            // one), or with --skip-nonfinite skip this batch's update and its statistics.
+            let fault = NumericGuard.check(step: progress.step + 1, loss: loss, parameters: parameters)
+            if let fault {
+                line.finish()
+                let weights = NumericGuard.check(step: progress.step + 1, state: parameters.map { ($0.0, $0.1.data) })
+                guard config.skipNonfinite, weights == nil else {
+                    throw TrainingFault(fault: weights ?? fault, checkpoint: checkpointURL)
+                }
+                for ((_, b), v) in zip(buffers, buffersBefore) { b.value = v }
+                progress.skippedBatches = (progress.skippedBatches ?? 0) + 1
+                printError("resnet: \(fault): batch skipped (--skip-nonfinite; \(progress.skippedBatches!) skipped so far)")
+            } else {
+                optimizer.step()
+            }
             optimizer.zeroGrad()
             let errors = zip(predictions(logits), batch.labels).filter { $0 != $1 }.count
             let n = batch.labels.count
             progress.step += 1
             progress.batch = batch.index + 1
-            progress.windowLoss += Double(loss.scalar) * Double(n)
-            progress.windowErrors += errors; progress.windowSeen += n
-            progress.epochErrors += errors; progress.epochSeen += n
+            if fault == nil {
+                progress.windowLoss += Double(loss.scalar) * Double(n)
+                progress.windowErrors += errors; progress.windowSeen += n
+                progress.epochErrors += errors; progress.epochSeen += n
+            }
             let now = monotonicSeconds()
             progress.trainSeconds += now - stepStart
             epochSeconds += now - stepStart
@@ -310,8 +338,8 @@ func train(_ config: TrainConfig) throws -> TrainResult {
             let endOfEpoch = batch.index + 1 == stepsPerEpoch
             if progress.step % windowSize == 0 || endOfEpoch {
                 var point = CurvePoint(epoch: Double(epoch) + Double(batch.index + 1) / Double(stepsPerEpoch), step: progress.step,
-                                       learningRate: lr, trainLoss: progress.windowLoss / Double(progress.windowSeen),
-                                       trainError: Double(progress.windowErrors) / Double(progress.windowSeen), testError: nil,
+                                       learningRate: lr, trainLoss: progress.windowLoss / Double(max(progress.windowSeen, 1)),
+                                       trainError: Double(progress.windowErrors) / Double(max(progress.windowSeen, 1)), testError: nil,
                                        seconds: now - start, imagesPerSecond: rate)
                 if endOfEpoch {
                     point.testError = evaluate(model, testLoader).error
@@ -348,6 +376,9 @@ func train(_ config: TrainConfig) throws -> TrainResult {
                            Double(epochImages) / max(epochSeconds, 1e-9), wait, formatDuration(progress.elapsed)))
         try saveCheckpoint()
         try writeCurves()
+    }
+    if let skipped = progress.skippedBatches, !quiet {
+        say("\(tag)Skipped \(skipped) of \(totalSteps) batches for a non-finite loss or gradient (--skip-nonfinite)")
     }
     try model.save(to: out.appendingPathComponent("model.safetensors"), metadata: metadata)
     return TrainResult(finalTestError: lastTestError, finalTrainError: progress.epochTrainErrors.last ?? 1,

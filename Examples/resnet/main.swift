@@ -21,6 +21,7 @@ let trainOptions: [Option] = [
     Option(name: "train-subset", value: "N", help: "Use only the first N training images."),
     Option(name: "test-subset", value: "N", help: "Use only the first N test images."),
     Option(name: "stop-after", value: "STEPS", help: "Stop after this many steps in total, saving a checkpoint as Ctrl-C does (to test --resume)."),
+    Option(name: "skip-nonfinite", value: nil, help: "Skip a batch whose loss or gradients are NaN or Inf (counted in the log) instead of stopping."),
     Option(name: "json", value: nil, help: "End with one JSON object summarising the run."),
 ]
 
