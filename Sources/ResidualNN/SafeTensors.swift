@@ -163,6 +163,21 @@ public enum SafeTensors {
         try atomicWrite(serialize(tensors, metadata: metadata), to: url)
     }
 
+    /// Microseconds to pause inside each write, from `RESIDUAL_TEST_SLOW_WRITE_MS` (a test hook; 0).
+    static let testWriteDelay: UInt32 = UInt32(ProcessInfo.processInfo.environment["RESIDUAL_TEST_SLOW_WRITE_MS"]
+        .flatMap { UInt32($0) }.map { min($0, 60_000) * 1000 } ?? 0)
+
+    /// Removes `.NAME.tmp-PID-*` files that a killed writer left next to `url` (their process is gone).
+    static func removeStaleTemporaries(of url: URL) {
+        let dir = url.deletingLastPathComponent(), prefix = ".\(url.lastPathComponent).tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir.path) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            guard let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid != getpid(),
+                  kill(pid, 0) != 0 && errno == ESRCH else { continue }
+            try? FileManager.default.removeItem(at: dir.appendingPathComponent(name))
+        }
+    }
+
     public static func atomicWrite(_ data: Data, to url: URL) throws(CheckpointError) {
         let dir = url.deletingLastPathComponent()
         let tmp = dir.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
@@ -172,14 +187,25 @@ public enum SafeTensors {
                 throw CheckpointError(.io, "\(tmp.path): cannot create")
             }
             let handle = try FileHandle(forWritingTo: tmp)
-            try handle.write(contentsOf: data)
-            try handle.synchronize()
+            if testWriteDelay > 0 {
+                // Test hook (scripts/crash_test.sh): a half-written file, then a complete but not yet
+                // renamed one, each held for a while so that a SIGKILL lands inside the write.
+                try handle.write(contentsOf: data.prefix(data.count / 2))
+                usleep(testWriteDelay)
+                try handle.write(contentsOf: data.dropFirst(data.count / 2))
+                try handle.synchronize()
+                usleep(testWriteDelay)
+            } else {
+                try handle.write(contentsOf: data)
+                try handle.synchronize()
+            }
             try handle.close()
             guard rename(tmp.path, url.path) == 0 else {
                 throw CheckpointError(.io, "\(url.path): rename failed (errno \(errno))")
             }
             let fd = open(dir.path, O_RDONLY)
             if fd >= 0 { fsync(fd); close(fd) }
+            removeStaleTemporaries(of: url)
         } catch let e as CheckpointError {
             try? FileManager.default.removeItem(at: tmp)
             throw e
