@@ -23,11 +23,15 @@ struct Benchmark {
     /// Minimum duration of one timed sample: fast calls are repeated within a sample until it lasts
     /// this long, so timer resolution and call overhead stay negligible.
     var minSampleSeconds: Double = 0.05
+    /// Run in a child process of the bench executable, one per thread count, so process-wide
+    /// figures (peak resident memory) belong to this benchmark alone (models; `runIsolated`).
+    var isolated = false
     var prepare: (_ threads: Int) -> Prepared
 }
 
 enum Suite: String, CaseIterable {
-    case kernels, models
+    /// `long`: slow checks (memory flatness over 1,000 training steps), only with `--long`.
+    case kernels, models, long
 }
 
 /// What a benchmark hands the harness after its setup.

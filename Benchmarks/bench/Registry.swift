@@ -3,4 +3,5 @@
 var registry: [any BenchmarkFamily.Type] { [
     PeakBench.self,
     GEMMBench.self,
+    ModelBench.self,
 ] }

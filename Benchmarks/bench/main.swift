@@ -7,7 +7,7 @@ import Glibc
 // own FMA peak measured in the same run. See docs/Kernels.md, "Benchmarks".
 
 let usage = """
-    Usage: bench [--threads N[,N...]] [--filter PATTERN] [--models] [--all] [--samples N] [--json] [--list]
+    Usage: bench [--threads N[,N...]] [--filter PATTERN] [--models] [--long] [--all] [--samples N] [--json] [--list]
 
     Measures the CPU's fp32 FMA peak (record `peak`, 1 thread and all threads), then every selected
     benchmark; each record reports GFLOP/s and % of the peak measured for its thread count.
@@ -16,7 +16,9 @@ let usage = """
       --threads LIST    thread counts to run, e.g. 2 or 1,2 (default: all cores, \(Threading.defaultThreadCount))
       --filter PATTERN  only benchmarks whose name contains PATTERN (case-insensitive); with * or ?
                         PATTERN is a glob over the whole name, e.g. 'sgemm *x1024'
-      --models          run the models suite instead of the kernel suite
+      --models          run the models suite instead of the kernel suite (whole-model training and
+                        inference, each configuration in its own child process for its peak RSS)
+      --long            run the slow checks (memory flatness over 1,000 training steps)
       --all             run every suite
       --samples N       timed samples per benchmark, median reported (default 7)
       --json            print one JSON array of records instead of the table
@@ -31,6 +33,7 @@ struct Options {
     var samples = 7
     var json = false
     var list = false
+    var child: String? = nil
 }
 
 func printError(_ text: String) {
@@ -68,14 +71,16 @@ func parseOptions(_ args: [String]) -> Options {
             }
             o.threads = parts.map { $0! }
         case "--filter": o.filter = take()
+        case "--child": o.child = take()   // internal: run one isolated benchmark (ModelBench.swift)
         case "--samples":
             let text = take()
             guard let n = Int(text), n > 0 else { usageError("--samples expects a positive integer (got '\(text)')") }
             o.samples = n
-        case "--models", "--all", "--json", "--list", "--help":
+        case "--models", "--long", "--all", "--json", "--list", "--help":
             if inline != nil { usageError("\(arg) takes no value") }
             switch arg {
             case "--models": o.suites = [.models]
+            case "--long": o.suites = [.long]
             case "--all": o.suites = Set(Suite.allCases)
             case "--json": o.json = true
             case "--list": o.list = true
@@ -107,6 +112,7 @@ func matches(_ name: String, _ pattern: String) -> Bool {
 }
 
 let options = parseOptions(Array(CommandLine.arguments.dropFirst()))
+if let child = options.child { childMain(child, threads: options.threads[0], samples: options.samples) }
 let all = registry.flatMap { $0.benchmarks }
 let selected = all.filter { b in
     b.name != PeakBench.name && options.suites.contains(b.suite)
@@ -128,6 +134,14 @@ if !options.json {
 }
 
 func run(_ b: Benchmark, threads: Int, peak: Double?) -> Record {
+    if b.isolated {
+        var (median, foreign, extra) = runIsolated(b, threads: threads, samples: timing.samples)
+            ?? (.nan, 0, [])
+        let flops = extra.first { $0.0 == "flops" }?.1 ?? 0
+        extra.removeAll { $0.0 == "flops" }
+        return Record(name: b.name, threads: threads, medianSeconds: median, flops: flops,
+                      peakGflops: peak, foreignCores: foreign, extra: extra)
+    }
     Threading.threadCount = threads
     let prepared = b.prepare(threads)
     let (median, foreign) = measure(prepared, minSampleSeconds: b.minSampleSeconds, options: timing)
@@ -153,6 +167,7 @@ if options.json {
     printJSON(records)
 } else {
     printTable(records)
+    printModelTable(records)
     print("load average after: \(loadAverage()) (foreign cores: CPU used by other processes during"
           + " the timed samples; figures with > 0.2 are noisy)")
 }
