@@ -90,11 +90,13 @@ enum ModelBench: BenchmarkFamily {
             optimizer = SGD(model.parameters, learningRate: 0.1, momentum: 0.9, weightDecay: 1e-4)
             (x, labels) = ModelBench.inputs(batch: batch, hw: m.hw, classes: m.hw == 32 ? 10 : 1000)
         }
+        var steps = 0
         func step() {
+            steps += 1
             let tape = Tape()
             let loss = tape.record { softmaxCrossEntropy(logits: model(x), labels: labels) }
-            tape.backward(loss)
-            optimizer.step()
+            OpProfile.measure("tape.backward (total)") { tape.backward(loss) }
+            OpProfile.measure("optimizer step") { optimizer.step() }
             optimizer.zeroGrad()
         }
     }
@@ -104,8 +106,16 @@ enum ModelBench: BenchmarkFamily {
         let name = "train \(modelName) b\(batch)"
         return Benchmark(name: name, suite: .models, minSampleSeconds: 0, isolated: true) { threads in
             let trainer = Trainer(m, batch: batch)
-            return Prepared(flops: 6 * m.macs * Double(batch), run: { trainer.step() },
-                            extraFields: modelFields(name, batch: batch))
+            // Buffers the pool could not supply, per step after the first two (the steady state).
+            var base = (steps: 0, misses: 0)
+            return Prepared(flops: 6 * m.macs * Double(batch), run: {
+                if trainer.steps == 2 { base = (2, BufferPool.shared.counts.misses) }
+                trainer.step()
+            }, extraFields: { seconds in
+                let steps = trainer.steps - base.steps
+                let misses = Double(BufferPool.shared.counts.misses - base.misses) / Double(max(1, steps))
+                return modelFields(name, batch: batch)(seconds) + [("pool_misses_per_step", misses)]
+            })
         }
     }
 
@@ -308,6 +318,7 @@ func childMain(_ name: String, threads: Int, samples: Int) -> Never {
     print("field foreign_cores \(foreign)")
     print("field flops \(prepared.flops)")
     for (k, v) in prepared.extraFields(median) { print("field \(k) \(v)") }
+    if OpProfile.isEnabled { printError("\(name), \(threads) threads, all steps run:\n" + OpProfile.report()) }
     exit(0)
 }
 

@@ -45,6 +45,7 @@ public final class BufferPool: @unchecked Sendable {
     private struct State {
         var free: [Int: [UInt]] = [:]   // addresses, by element count
         var idleBytes = 0
+        var hits = 0, misses = 0
     }
     // NSLock (pthread_mutex) rather than Synchronization.Mutex: on Linux, Mutex locks with futex
     // calls inside the uninstrumented standard library, so ThreadSanitizer sees no synchronisation
@@ -63,8 +64,9 @@ public final class BufferPool: @unchecked Sendable {
     func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count >= Self.minimumPooledCount {
             let reused: UInt? = withState { s in
-                guard let p = s.free[count]?.popLast() else { return nil }
+                guard let p = s.free[count]?.popLast() else { s.misses += 1; return nil }
                 s.idleBytes -= count * 4
+                s.hits += 1
                 return p
             }
             if let reused, let p = UnsafeMutablePointer<Float>(bitPattern: reused) { return p }
@@ -86,6 +88,10 @@ public final class BufferPool: @unchecked Sendable {
         }
         UnsafeMutableRawPointer(pointer).deallocate()
     }
+
+    /// Pooled-size allocations served from the pool (`hits`) and from the system (`misses`) so far.
+    /// A training loop in its steady state only hits: `bench --models` reports misses per step.
+    public var counts: (hits: Int, misses: Int) { withState { ($0.hits, $0.misses) } }
 
     /// Bytes currently idle in the pool.
     public var idleBytes: Int { withState { $0.idleBytes } }

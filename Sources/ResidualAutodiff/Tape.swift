@@ -33,6 +33,8 @@ public final class Tape: @unchecked Sendable {
         var backward: BackwardRule?
         /// The layout of the value this node produced: its gradient is handed on in this layout.
         var layout: Tensor.Layout = .standard
+        /// The function that recorded it (for `OpProfile`).
+        var name: StaticString = "leaf"
     }
 
     public let id: UInt64
@@ -40,6 +42,8 @@ public final class Tape: @unchecked Sendable {
     private var nodes: [Node] = []
     private var leafOfParameter: [ObjectIdentifier: Int] = [:]
     private var parameterAtLeaf: [Int: Parameter] = [:]
+    /// When the previous op was recorded (only kept while `OpProfile` is on).
+    private var lastRecord = 0.0
     /// True once `backward` or `gradients` has run: a tape can be differentiated once.
     public private(set) var isConsumed = false
 
@@ -52,7 +56,8 @@ public final class Tape: @unchecked Sendable {
 
     /// Runs `body` with this tape as the active tape and returns its result.
     public func record<R>(_ body: () throws -> R) rethrows -> R {
-        try Tape.$current.withValue(self) { try body() }
+        if OpProfile.isEnabled { lock.withLock { lastRecord = OpProfile.now() } }
+        return try Tape.$current.withValue(self) { try body() }
     }
 
     /// Marks `tensor` as a leaf whose gradient can be asked for with `gradients(of:withRespectTo:)`.
@@ -102,8 +107,10 @@ public final class Tape: @unchecked Sendable {
     ///
     /// Layouts: `backward` receives the gradient in `output`'s memory layout, and may return input
     /// gradients in any layout (the tape converts each to the layout of the value it belongs to).
-    public static func recordOp(_ output: Tensor, inputs: [Tensor], backward: @escaping BackwardRule) -> Tensor {
+    public static func recordOp(_ output: Tensor, inputs: [Tensor], function: StaticString = #function,
+                                backward: @escaping BackwardRule) -> Tensor {
         guard let tape = Tape.current else { return output.detached }
+        if OpProfile.isEnabled { tape.profileForward(function) }
         var any = false
         let indices = inputs.map { t -> Int in
             if let tr = t.trace, tr.tapeID == tape.id { any = true; return tr.index }
@@ -112,8 +119,19 @@ public final class Tape: @unchecked Sendable {
         guard any else { return output.detached }
         var out = output.detached
         out.trace = Tensor.Trace(tapeID: tape.id,
-                                 index: tape.append(Node(inputs: indices, backward: backward, layout: output.layout)))
+                                 index: tape.append(Node(inputs: indices, backward: backward,
+                                                         layout: output.layout, name: function)))
         return out
+    }
+
+    /// Charges the time since the previous recorded op (or the start of recording) to `function`.
+    private func profileForward(_ function: StaticString) {
+        let t = OpProfile.now()
+        let last = lock.withLock { () -> Double in
+            defer { lastRecord = t }
+            return lastRecord
+        }
+        if last > 0 { OpProfile.add(OpProfile.baseName(function), t - last) }
     }
 
     /// Back-propagates from `loss` and adds the result into the `grad` of every `Parameter` read while
@@ -184,12 +202,14 @@ public final class Tape: @unchecked Sendable {
                 guard let rule = node.backward else { continue }
                 let needs = node.inputs.map { $0 >= 0 && wanted[$0] }
                 if !needs.contains(true) { continue }
+                let t0 = OpProfile.isEnabled ? OpProfile.now() : 0
                 let inputGrads = rule(g, needs)
                 precondition(inputGrads.count == node.inputs.count, "Tape: a backward rule returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
                 for (j, ig) in zip(node.inputs, inputGrads) where j >= 0 && wanted[j] {
                     guard let ig else { continue }
                     if grads[j] == nil { grads[j] = ig } else { grads[j]!.accumulate(ig) }
                 }
+                if t0 > 0 { OpProfile.add(OpProfile.baseName(node.name) + " backward", OpProfile.now() - t0) }
             }
         }
         return kept
