@@ -4,7 +4,7 @@ import ResidualKernels
 // inference mode (given statistics), each optionally fused with the ReLU that follows it in a
 // ResNet (one pass over memory forward, one backward, instead of two each). Both are primitives
 // with hand-written backward passes over the kernels of ResidualKernels/BatchNorm.swift, and both
-// are layout-aware: a channels-last input is normalised in place of its layout (the kernels
+// are layout-aware: a channels-last input is normalised in its own layout (the kernels
 // vectorise over channels) and gives a channels-last output.
 // `1 / sqrt(var + eps)`, so batch size 1 and constant channels stay finite.
 
