@@ -151,7 +151,31 @@ def layers():
     w.case("shortcut_option_a", dict(planes=32), input=x, output=y, grad_output=r, grad_input=grads[0])
     layer_edge_cases(w)
     blocks(w)
+    awkward_convolutions(w)
     w.save("layers.safetensors")
+
+
+def awkward_convolutions(w):
+    """Channel counts and sizes that are not multiples of the SIMD width or the kernels' register
+    blocks (1, 5, 17, 19 channels; odd and prime sizes), for every kernel/stride/padding of the zoo,
+    so vector tails and edge pixels face PyTorch too."""
+    gen = torch.Generator().manual_seed(17)
+    convs = [
+        ("conv_awk_k3s1p1_c5o17", dict(n=3, c=5, h=7, w=11, o=17, k=3, s=1, p=1, g=1, bias=False)),
+        ("conv_awk_k3s2p1_c17o19", dict(n=1, c=17, h=13, w=9, o=19, k=3, s=2, p=1, g=1, bias=False)),
+        ("conv_awk_k1s2p0_c19o33", dict(n=2, c=19, h=7, w=5, o=33, k=1, s=2, p=0, g=1, bias=False)),
+        ("conv_awk_k1s1p0_c33o1", dict(n=2, c=33, h=3, w=5, o=1, k=1, s=1, p=0, g=1, bias=True)),
+        ("conv_awk_k7s2p3_c1o17", dict(n=2, c=1, h=11, w=13, o=17, k=7, s=2, p=3, g=1, bias=False)),
+    ]
+    for name, q in convs:
+        x = rand(gen, q["n"], q["c"], q["h"], q["w"])
+        weight = rand(gen, q["o"], q["c"] // q["g"], q["k"], q["k"]) * 0.5
+        bias = rand(gen, q["o"]) if q["bias"] else None
+        ins = [x, weight] + ([bias] if bias is not None else [])
+        fn = lambda x, wt, b=None, q=q: F.conv2d(x, wt, b, stride=q["s"], padding=q["p"], groups=q["g"])
+        y, r, grads = with_grads(fn, ins, gen)
+        extra = dict(bias=bias, grad_bias=grads[2]) if bias is not None else {}
+        w.case(name, q, input=x, weight=weight, output=y, grad_output=r, grad_input=grads[0], grad_weight=grads[1], **extra)
 
 
 def layer_edge_cases(w):

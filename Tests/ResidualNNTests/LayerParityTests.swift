@@ -37,7 +37,9 @@ import ResidualTestSupport
         logParity("layer.\(name).gradients", worst)
     }
 
-    @Test(arguments: ["conv_stem_k7s2p3", "conv_k3s1p1", "conv_k3s2p1", "conv_k1s1p0", "conv_k1s2p0", "conv_k3s1p1_groups4_bias"])
+    @Test(arguments: ["conv_stem_k7s2p3", "conv_k3s1p1", "conv_k3s2p1", "conv_k1s1p0", "conv_k1s2p0", "conv_k3s1p1_groups4_bias",
+                      "conv_awk_k3s1p1_c5o17", "conv_awk_k3s2p1_c17o19", "conv_awk_k1s2p0_c19o33", "conv_awk_k1s1p0_c33o1",
+                      "conv_awk_k7s2p3_c1o17"])
     func conv2d(_ name: String) throws {
         let q = Self.cases.parameters(name)
         let (c, o, k) = (q["c"] as! Int, q["o"] as! Int, q["k"] as! Int)
