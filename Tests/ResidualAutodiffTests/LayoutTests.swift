@@ -255,6 +255,19 @@ import ResidualTestSupport
         expectPass(checkGradients([x, w]) { tanh(conv2d($0[0], $0[1], stride: stride, padding: 1, groups: groups)) })
     }
 
+    /// Channels-last convolution at the zoo's other kernels (1x1 stride 1 and 2, the 7x7/2 stem) and
+    /// channel counts off the SIMD width (1, 17), where vector tails and edge pixels differ.
+    @Test(arguments: [
+        // (N, C, H, W, O, k, stride, padding)
+        (2, 17, 3, 4, 5, 1, 1, 0), (1, 5, 5, 4, 17, 1, 2, 0), (1, 1, 7, 6, 3, 7, 2, 3), (1, 17, 4, 3, 1, 3, 2, 1),
+    ])
+    func convolutionGradientsChannelsLastShapes(_ c: (Int, Int, Int, Int, Int, Int, Int, Int)) {
+        let (n, ch, h, wd, o, k, stride, padding) = c
+        let x = testTensor([n, ch, h, wd], seed: 40), w = testTensor([o, ch, k, k], seed: 41)
+        let b = testTensor([o], seed: 42)
+        expectPass(checkGradients([cl(x), w, b]) { conv2d($0[0], $0[1], bias: $0[2], stride: stride, padding: padding) })
+    }
+
     /// Ops that are not layout-aware, fed channels-last inputs: they convert inside, and their
     /// gradients reach the channels-last input correctly.
     @Test func nonLayoutAwareOpsOnChannelsLastInputs() {

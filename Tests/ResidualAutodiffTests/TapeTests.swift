@@ -114,6 +114,60 @@ import ResidualTestSupport
         #expect(captured == nil, "after backward the tape no longer holds it")
     }
 
+    /// A no-grad scope inside a recording keeps nothing either: the tape gains no node and the
+    /// intermediate is freed as soon as the scope's value is dropped.
+    @Test func noGradScopeInsideRecordingKeepsNoIntermediates() {
+        weak var captured: TensorStorage?
+        let tape = Tape()
+        let x = tape.watch(Tensor(ones: [1000]))
+        let y: Tensor = tape.record {
+            withoutTape {
+                let h = exp(x)
+                captured = h.storage
+                return sum(h)
+            }
+        }
+        #expect(tape.nodeCount == 1, "only the watched leaf")
+        #expect(y.trace == nil)
+        #expect(captured == nil, "no backward rule was recorded, so nothing keeps exp's output alive")
+    }
+
+    /// Two tasks at once, each with its own tape, running the kernel-backed ops (convolution in both
+    /// layouts, batch norm, pooling, matmul through SGEMM, cross-entropy) forward and backward:
+    /// results must be bit-identical to the same computation run alone (shared workspaces, packed
+    /// weight caches or per-thread buffers that leak between callers would break this).
+    @Test func concurrentKernelTapesMatchSerialRuns() async {
+        @Sendable func step(_ k: Int) -> [Float] {
+            let x0 = Tensor(randomNormal: [2, 5, 9, 9], seed: UInt64(100 + k))
+            let w = Parameter(Tensor(randomNormal: [17, 5, 3, 3], standardDeviation: 0.3, seed: UInt64(200 + k)))
+            let w2 = Parameter(Tensor(randomNormal: [24, 17 * 5 * 5], standardDeviation: 0.1, seed: UInt64(300 + k)))
+            let gamma = Parameter(Tensor(ones: [17]))
+            let tape = Tape()
+            let x = tape.watch(k % 2 == 0 ? x0 : x0.converted(to: .channelsLast))
+            let loss = tape.record {
+                let h = conv2d(x, w.value, stride: 1, padding: 1)
+                let b = batchNormTraining(h, weight: gamma.value, bias: nil, epsilon: 1e-5, fusedReLU: true).output
+                let p = maxPool2d(b, kernelSize: 3, stride: 2, padding: 1).converted(to: .standard)
+                let logits = matmul(p.reshaped([2, 17 * 5 * 5]), transposed(w2.value))
+                return softmaxCrossEntropy(logits: logits, labels: [k % 24, (k * 7) % 24])
+            }
+            let gx = tape.gradients(of: loss, withRespectTo: [x])[0]
+            return [loss.scalar] + gx.scalars + w.grad!.scalars + w2.grad!.scalars + gamma.grad!.scalars
+        }
+        let serial = (0..<4).map { step($0) }
+        let concurrent = await withTaskGroup(of: (Int, [Float]).self) { group in
+            for round in 0..<3 {
+                for k in 0..<4 { group.addTask { (k, step(k)) } }
+                _ = round
+            }
+            var out: [(Int, [Float])] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        #expect(concurrent.count == 12)
+        for (k, r) in concurrent { #expect(r == serial[k], "task \(k) differs from its serial run") }
+    }
+
     @Test func inferenceKeepsNoIntermediates() {
         weak var captured: TensorStorage?
         let x = Tensor(ones: [1000])
