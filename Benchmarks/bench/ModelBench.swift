@@ -127,8 +127,11 @@ enum ModelBench: BenchmarkFamily {
             precondition(model.parameterCount == m.parameters, "bench: \(m.name) parameter count")
             model.eval()
             let (x, _) = inputs(batch: batch, hw: m.hw, classes: 1000)
+            // Profiling sees recorded ops only: with RESIDUAL_PROFILE=1 the forward runs on a tape
+            // (never differentiated) so each op's time is attributed.
+            let profile = OpProfile.isEnabled
             return Prepared(flops: 2 * m.macs * Double(batch), run: {
-                _ = withoutTape { model(x) }
+                if profile { _ = Tape().record { model(x) } } else { _ = withoutTape { model(x) } }
             }, extraFields: modelFields(name, batch: batch))
         }
     }

@@ -11,7 +11,8 @@ import Glibc
 /// when off, the cost is one relaxed atomic load per recorded op. When on, the tape attributes to
 /// each recorded op the time since the previous op was recorded on that tape (its forward: kernels
 /// and the Swift around them), and to `"<op> backward"` the time its backward rule took (gradient
-/// accumulation included). Ops are named by the function that called `Tape.recordOp`.
+/// accumulation included). Ops are named by the function that called `Tape.recordOp` and the
+/// shape of their output (`conv2d [128, 16, 32, 32]`); `report()` also sums them by op family.
 /// Forward work that is not recorded (inference outside a tape) is not seen.
 public enum OpProfile {
     private static let enabled = Atomic<Bool>(
@@ -61,10 +62,15 @@ public enum OpProfile {
     }
 
     /// A table of the entries with their share of the total.
-    public static func report() -> String {
-        let e = entries
+    public static func report(detailed: Bool = true) -> String {
+        var out = table(families, title: "op profile by family")
+        if detailed { out += table(entries, title: "op profile by op and output shape") }
+        return out
+    }
+
+    private static func table(_ e: [(name: String, seconds: Double, calls: Int)], title: String) -> String {
         let total = e.reduce(0) { $0 + $1.seconds }
-        var out = "op profile (wall time; forward = time since the previous recorded op)\n"
+        var out = "\(title) (wall time; forward = time since the previous recorded op)\n"
         for (name, s, calls) in e {
             let share = total > 0 ? 100 * s / total : 0
             out += pad(String(Int((s * 1e3).rounded())) + " ms", 10) + pad(String(Int(share.rounded())) + "%", 6)
@@ -78,9 +84,27 @@ public enum OpProfile {
         String(repeating: " ", count: max(0, n - s.count)) + s
     }
 
-    /// Shortens `#function` text to the op's base name (`conv2d(_:_:bias:...)` -> `conv2d`).
-    static func baseName(_ function: StaticString) -> String {
+    /// The op's base name (`conv2d(_:_:bias:...)` -> `conv2d`) and its output shape.
+    static func key(_ function: StaticString, _ shape: [Int]) -> String {
         let s = function.description
-        return String(s.prefix { $0 != "(" })
+        return String(s.prefix { $0 != "(" }) + " " + describe(shape)
+    }
+
+    /// `conv2d [128, 16, 32, 32] backward` -> `conv2d backward`.
+    static func family(_ key: String) -> String {
+        guard let open = key.firstIndex(of: "["), let close = key.lastIndex(of: "]") else { return key }
+        let base = key[..<open].trimmingCharacters(in: .whitespaces)
+        return base + key[key.index(after: close)...]
+    }
+
+    /// The entries summed by op family (shapes merged), largest first.
+    public static var families: [(name: String, seconds: Double, calls: Int)] {
+        var sums: [String: (Double, Int)] = [:]
+        for e in entries {
+            let f = family(e.name)
+            sums[f, default: (0, 0)].0 += e.seconds
+            sums[f, default: (0, 0)].1 += e.calls
+        }
+        return sums.map { ($0.key, $0.value.0, $0.value.1) }.sorted { $0.seconds > $1.seconds }
     }
 }

@@ -33,8 +33,8 @@ public final class Tape: @unchecked Sendable {
         var backward: BackwardRule?
         /// The layout of the value this node produced: its gradient is handed on in this layout.
         var layout: Tensor.Layout = .standard
-        /// The function that recorded it (for `OpProfile`).
-        var name: StaticString = "leaf"
+        /// The recording function and output shape, kept only while `OpProfile` is on.
+        var profileKey: String? = nil
     }
 
     public let id: UInt64
@@ -110,7 +110,8 @@ public final class Tape: @unchecked Sendable {
     public static func recordOp(_ output: Tensor, inputs: [Tensor], function: StaticString = #function,
                                 backward: @escaping BackwardRule) -> Tensor {
         guard let tape = Tape.current else { return output.detached }
-        if OpProfile.isEnabled { tape.profileForward(function) }
+        let profileKey = OpProfile.isEnabled ? OpProfile.key(function, output.shape) : nil
+        if let profileKey { tape.profileForward(profileKey) }
         var any = false
         let indices = inputs.map { t -> Int in
             if let tr = t.trace, tr.tapeID == tape.id { any = true; return tr.index }
@@ -120,18 +121,18 @@ public final class Tape: @unchecked Sendable {
         var out = output.detached
         out.trace = Tensor.Trace(tapeID: tape.id,
                                  index: tape.append(Node(inputs: indices, backward: backward,
-                                                         layout: output.layout, name: function)))
+                                                         layout: output.layout, profileKey: profileKey)))
         return out
     }
 
     /// Charges the time since the previous recorded op (or the start of recording) to `function`.
-    private func profileForward(_ function: StaticString) {
+    private func profileForward(_ key: String) {
         let t = OpProfile.now()
         let last = lock.withLock { () -> Double in
             defer { lastRecord = t }
             return lastRecord
         }
-        if last > 0 { OpProfile.add(OpProfile.baseName(function), t - last) }
+        if last > 0 { OpProfile.add(key, t - last) }
     }
 
     /// Back-propagates from `loss` and adds the result into the `grad` of every `Parameter` read while
@@ -195,6 +196,7 @@ public final class Tape: @unchecked Sendable {
                 nodes[i] = Node(inputs: [], backward: nil)   // free the activations it captured
                 guard var g = grads[i] else { continue }
                 grads[i] = nil
+                let t0 = node.profileKey != nil ? OpProfile.now() : 0
                 // Each gradient travels in the layout of its value (rules may return any layout).
                 if g.layout != node.layout { g = g.relaid(node.layout, for: "Tape.backward") }
                 if keep.contains(i) { kept[i] = g }
@@ -202,14 +204,13 @@ public final class Tape: @unchecked Sendable {
                 guard let rule = node.backward else { continue }
                 let needs = node.inputs.map { $0 >= 0 && wanted[$0] }
                 if !needs.contains(true) { continue }
-                let t0 = OpProfile.isEnabled ? OpProfile.now() : 0
                 let inputGrads = rule(g, needs)
                 precondition(inputGrads.count == node.inputs.count, "Tape: a backward rule returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")
                 for (j, ig) in zip(node.inputs, inputGrads) where j >= 0 && wanted[j] {
                     guard let ig else { continue }
                     if grads[j] == nil { grads[j] = ig } else { grads[j]!.accumulate(ig) }
                 }
-                if t0 > 0 { OpProfile.add(OpProfile.baseName(node.name) + " backward", OpProfile.now() - t0) }
+                if let key = node.profileKey { OpProfile.add(key + " backward", OpProfile.now() - t0) }
             }
         }
         return kept

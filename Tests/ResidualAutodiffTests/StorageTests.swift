@@ -75,8 +75,9 @@ import ResidualAutodiff
         let tape = Tape()
         let loss = tape.record { sum(relu(w.value * w.value)) }
         tape.backward(loss)
-        let names = Set(OpProfile.entries.map(\.name))
-        #expect(names.contains("relu") && names.contains("relu backward") && names.contains("sum backward"),
+        let names = Set(OpProfile.entries.map(\.name)), families = Set(OpProfile.families.map(\.name))
+        #expect(names.contains("relu [4]") && names.contains("relu [4] backward") && names.contains("sum [] backward"),
                 "profile entries: \(names.sorted())")
+        #expect(families.contains("relu") && families.contains("relu backward"), "families: \(families.sorted())")
     }
 }
