@@ -107,14 +107,17 @@ enum ModelBench: BenchmarkFamily {
         return Benchmark(name: name, suite: .models, minSampleSeconds: 0, isolated: true) { threads in
             let trainer = Trainer(m, batch: batch)
             // Buffers the pool could not supply, per step after the first two (the steady state).
-            var base = (steps: 0, misses: 0)
+            // Page faults per step too: memory that goes back to the system and is faulted in again.
+            var base = (steps: 0, misses: 0, faults: 0)
             return Prepared(flops: 6 * m.macs * Double(batch), run: {
-                if trainer.steps == 2 { base = (2, BufferPool.shared.counts.misses) }
+                if trainer.steps == 2 { base = (2, BufferPool.shared.counts.misses, minorFaults()) }
                 trainer.step()
             }, extraFields: { seconds in
-                let steps = trainer.steps - base.steps
-                let misses = Double(BufferPool.shared.counts.misses - base.misses) / Double(max(1, steps))
-                return modelFields(name, batch: batch)(seconds) + [("pool_misses_per_step", misses)]
+                let steps = Double(max(1, trainer.steps - base.steps))
+                let misses = Double(BufferPool.shared.counts.misses - base.misses) / steps
+                let faults = Double(minorFaults() - base.faults) / steps
+                return modelFields(name, batch: batch)(seconds)
+                    + [("pool_misses_per_step", misses), ("page_faults_per_step", faults)]
             })
         }
     }
@@ -218,6 +221,13 @@ func peakRSSMegabytes() -> Double {
     var u = rusage()
     getrusage(RUSAGE_SELF.rawValue, &u)
     return Double(u.ru_maxrss) / 1024
+}
+
+/// Minor page faults of this process so far (`ru_minflt`).
+func minorFaults() -> Int {
+    var u = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &u)
+    return u.ru_minflt
 }
 
 /// Current resident set size (`/proc/self/statm`, second field, pages), in MB (MiB).

@@ -56,7 +56,8 @@ public final class SGD: Optimizer {
             guard p.requiresGrad, let g = p.grad else { continue }
             if mu == 0 {
                 withBuffers(p, g) { n, v, gp in
-                    for j in 0..<n { v[j] -= lr * (gp[j] + wd * v[j]) }
+                    sgdUpdate(n, parameter: v, gradient: gp, buffer: nil, learningRate: lr, momentum: 0,
+                              weightDecay: wd, nesterov: false, firstStep: false)
                 }
                 continue
             }
@@ -64,13 +65,9 @@ public final class SGD: Optimizer {
             var buf = buffers[i] ?? Tensor(zeros: p.shape)
             buffers[i] = nil   // unique reference: updated in place
             buf.withUnsafeMutableBufferPointer { bp in
-                let b = bp.baseAddress!
                 withBuffers(p, g) { n, v, gp in
-                    for j in 0..<n {
-                        let d = gp[j] + wd * v[j]
-                        b[j] = first ? d : mu * b[j] + d
-                        v[j] -= lr * (nesterov ? d + mu * b[j] : b[j])
-                    }
+                    sgdUpdate(n, parameter: v, gradient: gp, buffer: bp.baseAddress!, learningRate: lr,
+                              momentum: mu, weightDecay: wd, nesterov: nesterov, firstStep: first)
                 }
             }
             buffers[i] = buf
@@ -123,14 +120,8 @@ public final class Adam: Optimizer {
                 vi.withUnsafeMutableBufferPointer { vp in
                     let (mb, vb) = (mp.baseAddress!, vp.baseAddress!)
                     withBuffers(p, g) { n, x, gp in
-                        let stepSize = lr / c1, c2root = c2.squareRoot()
-                        for j in 0..<n {
-                            var grad = gp[j]
-                            if decoupled { x[j] *= 1 - lr * wd } else { grad += wd * x[j] }
-                            mb[j] = b1 * mb[j] + (1 - b1) * grad
-                            vb[j] = b2 * vb[j] + (1 - b2) * grad * grad
-                            x[j] -= stepSize * mb[j] / (vb[j].squareRoot() / c2root + eps)
-                        }
+                        adamUpdate(n, parameter: x, gradient: gp, m: mb, v: vb, learningRate: lr, beta1: b1,
+                                   beta2: b2, epsilon: eps, weightDecay: wd, decoupled: decoupled, c1: c1, c2: c2)
                     }
                 }
             }
