@@ -94,6 +94,13 @@ public func conv2dBackwardWeightNHWC(_ s: Conv2dShape, input: UnsafePointer<Floa
     }
 }
 
+/// `gradBias[O] = Σ_pixels gradOutput[N, OH, OW, O]` (overwritten), in pixel order: the bias
+/// gradient when the weight gradient is not needed.
+public func conv2dBiasGradientNHWC(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>,
+                                   gradBias: UnsafeMutablePointer<Float>) {
+    biasGradient(s.batch * max(0, s.outH) * max(0, s.outW), s.outChannels, gradOutput, gradBias)
+}
+
 // MARK: - Bias
 
 /// `y[p, o] += bias[o]` over `pixels` rows of `channels`.

@@ -1,8 +1,8 @@
 import ResidualKernels
 
-// 2-D convolution over NCHW with stride, zero padding and groups. Forward, backward-data and
-// backward-weight are the Kernels module's conv2d functions; this file only checks shapes and
-// records the node.
+// 2-D convolution with stride, zero padding and groups. Forward, backward-data and backward-weight
+// are the Kernels module's NHWC convolutions (groups > 1: the NCHW im2col ones); this file only
+// checks shapes, handles layouts and records the node.
 
 /// `x[N, C, H, W]` convolved with `weight[O, C/groups, kh, kw]` (+ `bias[O]`), PyTorch's `conv2d`
 /// (cross-correlation). Output `[N, O, (H + 2p - kh)/s + 1, (W + 2p - kw)/s + 1]`.
@@ -21,20 +21,64 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil,
     let s = Conv2dShape(batch: x.shape[0], inChannels: x.shape[1], height: x.shape[2], width: x.shape[3],
                         outChannels: weight.shape[0], kernelH: weight.shape[2], kernelW: weight.shape[3],
                         strideH: stride, strideW: stride, padH: padding, padW: padding, groups: groups)
-    // LAYOUT, TEMPORARY (layout package; the conv package replaces this with NHWC kernels): the
-    // kernels below are NCHW, so a channels-last input is converted to standard, and the output
-    // converted to channels-last (groups == 1) or back to the input's layout (groups > 1).
-    let outputLayout: Tensor.Layout = groups == 1 ? .channelsLast : x.layout
+    if groups != 1 { return groupedConv2d(x, weight, bias: bias, s) }
+    // Channels-last end to end: a standard input (the network's first convolution) is converted once
+    // here; every convolution output, and the input gradient of a channels-last input, stays
+    // channels-last. The weight keeps PyTorch's [O, C, kh, kw] (the kernels pack it per call).
+    let xc = x.relaid(.channelsLast, for: "conv2d")
+    let y = Tensor(shape: [s.batch, s.outChannels, s.outH, s.outW], layout: .channelsLast) { out in
+        conv2dForwardNHWC(s, input: xc.rawStorage.pointer, weight: weight.storage.pointer,
+                          bias: bias.map { UnsafePointer($0.storage.pointer) }, output: out.baseAddress!)
+    }
+    let (cx, cw, inputLayout) = (xc.detached, weight.detached, x.layout)
+    var inputs = [x, weight]
+    if let bias { inputs.append(bias) }
+    return Tape.recordOp(y, inputs: inputs) { g, needs in
+        let g = g.relaid(.channelsLast, for: "conv2d backward")
+        let gx: Tensor? = needs[0] ? Tensor(shape: cx.shape, layout: .channelsLast) { gi in
+            conv2dBackwardDataNHWC(s, gradOutput: g.rawStorage.pointer, weight: cw.storage.pointer,
+                                   gradInput: gi.baseAddress!)
+        }.relaid(inputLayout, for: "conv2d backward") : nil
+        let wantWeight = needs[1], wantBias = needs.count == 3 && needs[2]
+        var gw: Tensor? = nil, gb: Tensor? = nil
+        if wantBias {
+            // d(bias) alone is a sum over pixels; d(weight) is only computed when asked for.
+            var b = Tensor(zeros: [s.outChannels])
+            b.withUnsafeMutableBufferPointer { bp in
+                if wantWeight {
+                    gw = Tensor(shape: cw.shape) { gwp in
+                        conv2dBackwardWeightNHWC(s, input: cx.rawStorage.pointer, gradOutput: g.rawStorage.pointer,
+                                                 gradWeight: gwp.baseAddress!, gradBias: bp.baseAddress!)
+                    }
+                } else {
+                    conv2dBiasGradientNHWC(s, gradOutput: g.rawStorage.pointer, gradBias: bp.baseAddress!)
+                }
+            }
+            gb = b
+        } else if wantWeight {
+            gw = Tensor(shape: cw.shape) { gwp in
+                conv2dBackwardWeightNHWC(s, input: cx.rawStorage.pointer, gradOutput: g.rawStorage.pointer,
+                                         gradWeight: gwp.baseAddress!, gradBias: nil)
+            }
+        }
+        var grads: [Tensor?] = [gx, gw]
+        if needs.count == 3 { grads.append(gb) }
+        return grads
+    }
+}
+
+/// groups > 1 (the zoo never uses it): the NCHW im2col kernels, output in the input's layout.
+private func groupedConv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor?, _ s: Conv2dShape) -> Tensor {
     let xs = x.standard(for: "conv2d")
     let y = Tensor(shape: [s.batch, s.outChannels, s.outH, s.outW]) { out in
         conv2dForward(s, input: xs.storage.pointer, weight: weight.storage.pointer,
                       bias: bias.map { UnsafePointer($0.storage.pointer) }, output: out.baseAddress!)
-    }.relaid(outputLayout, for: "conv2d")
+    }.relaid(x.layout, for: "conv2d")
     let (cx, cw, inputLayout) = (xs.detached, weight.detached, x.layout)
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
     return Tape.recordOp(y, inputs: inputs) { g, needs in
-        let g = g.standard(for: "conv2d backward")   // LAYOUT, TEMPORARY (see above)
+        let g = g.standard(for: "conv2d backward")
         let gx: Tensor? = needs[0] ? Tensor(shape: cx.shape) { gi in
             conv2dBackwardData(s, gradOutput: g.storage.pointer, weight: cw.storage.pointer, gradInput: gi.baseAddress!)
         }.relaid(inputLayout, for: "conv2d backward") : nil
