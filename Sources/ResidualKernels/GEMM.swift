@@ -107,7 +107,7 @@ final class GEMMWorkspace: @unchecked Sendable {
 
     deinit { raw.deallocate() }
 
-    private static let pool = Mutex<[GEMMWorkspace]>([])
+    private static let pool = LockedState<[GEMMWorkspace]>([])
 
     /// Runs `body` with a workspace taken from the pool (or a new one) and returns it afterwards.
     static func with(_ body: (GEMMWorkspace) -> Void) {
