@@ -16,10 +16,11 @@ import Residual
 
     static let data: Dataset = try! Dataset.fashionMNIST(train: false).prefix(160)
 
-    static func train(threads: Int, seed: UInt64 = 0, steps: Int = 4) -> Run {
+    /// `threads: nil` leaves `Threading.threadCount` alone (for runs that overlap in time).
+    static func train(threads: Int?, seed: UInt64 = 0, steps: Int = 4) -> Run {
         let saved = Threading.threadCount
-        Threading.threadCount = threads
-        defer { Threading.threadCount = saved }
+        if let threads { Threading.threadCount = threads }
+        defer { if threads != nil { Threading.threadCount = saved } }
         let prep = Preprocessing(fitting: data)
         let loader = BatchLoader(data, batchSize: 32, shuffle: true, augment: true, preprocessing: prep, seed: seed)
         let model = withSeed(seed) { CIFARResNet(depth: 8, classes: 10, inputChannels: 1) }
@@ -69,5 +70,23 @@ import Residual
     @Test func differentSeedDifferentBits() {
         let a = Self.train(threads: 2, seed: 0, steps: 1), b = Self.train(threads: 2, seed: 1, steps: 1)
         #expect(a.losses != b.losses && !Self.differences(a, b).isEmpty)
+    }
+
+    /// Two runs at the same time, each with its own tape, model and optimizer, sharing the buffer
+    /// pool and the kernels' worker threads: each gives the bits of a run alone. Under
+    /// ThreadSanitizer (scripts/sanitize.sh) this is the two-concurrent-tapes race check.
+    @Test func twoConcurrentRunsMatchARunAlone() async {
+        let alone = Self.train(threads: 2, seed: 3, steps: 2)
+        let runs = await withTaskGroup(of: Run.self) { group in
+            for _ in 0..<2 { group.addTask { Self.train(threads: nil, seed: 3, steps: 2) } }
+            var out: [Run] = []
+            for await r in group { out.append(r) }
+            return out
+        }
+        #expect(runs.count == 2)
+        for r in runs {
+            #expect(r.losses == alone.losses)
+            #expect(Self.differences(r, alone).isEmpty, "\(Self.differences(r, alone).prefix(5))")
+        }
     }
 }
