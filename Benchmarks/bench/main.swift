@@ -137,10 +137,12 @@ func run(_ b: Benchmark, threads: Int, peak: Double?) -> Record {
     if b.isolated {
         var (median, foreign, extra) = runIsolated(b, threads: threads, samples: timing.samples)
             ?? (.nan, 0, [])
+        // The child measures the peak around its own samples (ModelBench.swift, `childMain`).
         let flops = extra.first { $0.0 == "flops" }?.1 ?? 0
+        let localPeak = extra.first { $0.0 == "peak_gflops" }?.1
         extra.removeAll { $0.0 == "flops" }
         return Record(name: b.name, threads: threads, medianSeconds: median, flops: flops,
-                      peakGflops: peak, foreignCores: foreign, extra: extra)
+                      peakGflops: localPeak ?? peak, foreignCores: foreign, extra: extra)
     }
     Threading.threadCount = threads
     let prepared = b.prepare(threads)
@@ -162,6 +164,7 @@ for b in selected {
     for t in options.threads { records.append(run(b, threads: t, peak: peaks[t])) }
 }
 Threading.threadCount = Threading.defaultThreadCount
+addQuietProjection(&records)
 
 if options.json {
     printJSON(records)
