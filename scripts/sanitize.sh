@@ -29,7 +29,9 @@ run() {
   echo "== $san sanitizer: test $*"
   set +e
   # ASan: leak checking stays on (LeakSanitizer). TSan: report every race, keep going, then fail.
+  # scripts/lsan.supp lists leaks inside the toolchain's Foundation and XCTest, not ours.
   ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0} \
+  LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/scripts/lsan.supp:print_suppressions=0} \
   TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=0:second_deadlock_stack=1} \
     nice -n "$nice_level" swift test -c release --sanitize="$san" --scratch-path "$scratch" --skip-build "$@" > "$log" 2>&1
   local status=$?
