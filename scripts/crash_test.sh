@@ -5,10 +5,12 @@
 #
 # 1. Trains a tiny ResNet-8 run straight through (the reference): 96 Fashion-MNIST images, batch 32,
 #    40 epochs = 120 steps, a checkpoint every epoch (3 steps).
-# 2. Runs the same command with --resume again and again, each time SIGKILLed after a random delay,
-#    KILLS times (default 20). Checkpoint writes are slowed by the RESIDUAL_TEST_SLOW_WRITE_MS hook
-#    (a half-written temporary, then a complete one not yet renamed, 150 ms each), so many kills
-#    land inside a write. After every kill: no partial checkpoint.safetensors; if one exists it
+# 2. Runs the same command with --resume again and again, each time SIGKILLed, KILLS times
+#    (default 20): odd attempts after a random delay (scaled by the reference run's time to its
+#    first checkpoint, so that kills land after checkpoints exist on a loaded machine too), even
+#    ones at a random moment inside a checkpoint write. Checkpoint writes are slowed by the
+#    RESIDUAL_TEST_SLOW_WRITE_MS hook (a half-written temporary, then a complete one not yet
+#    renamed, 150 ms each). After every kill: no partial checkpoint.safetensors; if one exists it
 #    loads (`resnet eval`), and its step never goes backwards.
 # 3. Resumes to the end: model.safetensors and the checkpoint's tensors must equal the reference's
 #    byte for byte.
@@ -33,19 +35,37 @@ ckpt_step() {
 # A safetensors file's tensor bytes (everything after the header).
 tensors() { local n; n=$(od -An -tu8 -N8 "$1" | tr -d ' '); tail -c +$((9 + n)) "$1"; }
 
+now() { date +%s.%N; }
 echo "== reference run (uninterrupted)"
-t0=$SECONDS
-"$resnet" "${args[@]}" --out ref > ref.log 2>&1 || { cat ref.log; exit 1; }
-echo "   $((SECONDS - t0)) s"
+t0=$(now)
+"$resnet" "${args[@]}" --out ref > ref.log 2>&1 &
+ref=$!
+# Time to the first checkpoint (start-up, data loading, one epoch): the random kill delays are
+# scaled by it, so that on a loaded machine kills still land after checkpoints exist.
+while kill -0 $ref 2>/dev/null && [ ! -f ref/checkpoint.safetensors ]; do sleep 0.05; done
+first=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }')
+wait $ref || { cat ref.log; exit 1; }
+echo "   $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }') s; first checkpoint after ${first} s"
 
-echo "== $kills kills at random moments (checkpoint writes slowed to 2 x 150 ms)"
+echo "== $kills kills (checkpoint writes slowed to 2 x 150 ms): odd ones after a random delay of"
+echo "   0.3 s to (first checkpoint + 3 s), even ones at a random point inside a checkpoint write"
 killed=0 inside=0 none=0 loaded=0 last=0 attempts=0 failures=0
 while [ $killed -lt "$kills" ]; do
   attempts=$((attempts + 1))
-  delay=$(awk -v r=$RANDOM 'BEGIN { printf "%.3f", 0.3 + 2.7 * r / 32767 }')
   RESIDUAL_TEST_SLOW_WRITE_MS=150 "$resnet" "${args[@]}" --out run --resume > "attempt$attempts.log" 2>&1 &
   pid=$!
-  sleep "$delay"
+  if [ $((attempts % 2)) = 1 ]; then
+    delay=$(awk -v r=$RANDOM -v f="$first" 'BEGIN { printf "%.3f", 0.3 + (f + 2.7) * r / 32767 }')
+    sleep "$delay"
+  else
+    # Wait for this process's temporary checkpoint file, then kill 0-280 ms into the write.
+    t1=$(now)
+    while kill -0 $pid 2>/dev/null && ! ls -a run 2>/dev/null | grep -q "^\.checkpoint\.safetensors\.tmp-$pid-"; do
+      sleep 0.01
+    done
+    sleep "$(awk -v r=$RANDOM 'BEGIN { printf "%.3f", 0.28 * r / 32767 }')"
+    delay=$(awk -v a="$t1" -v b="$(now)" 'BEGIN { printf "%.3f", b - a }')
+  fi
   if ! kill -KILL $pid 2>/dev/null; then
     wait $pid || { echo "   attempt $attempts failed on its own:"; cat "attempt$attempts.log"; exit 1; }
     echo "   attempt $attempts finished before its kill (${delay}s): the run is complete"
