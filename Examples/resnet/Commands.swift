@@ -113,26 +113,60 @@ func inferCommand(_ o: ParsedOptions) throws -> Int32 {
 }
 
 func zooCommand(_ o: ParsedOptions) throws -> Int32 {
-    let shortcut = try shortcutOption(o)
-    let placement: StridePlacement = o.flag("v1.5") ? .middleConvolution : .firstConvolution
-    var records: [[String: Any]] = []
-    var rows: [String] = []
-    rows.append("model        depth  block       shortcut  params        mult-adds   input      paper")
-    for e in Zoo.entries {
-        let model = Zoo.make(e.name, options: .init(shortcut: shortcut, stridePlacement: placement))!
-        let summary = ModelSummary(model, inputShape: e.input)
-        let block = e.family == "cifar" || e.depth < 50 ? "basic" : "bottleneck"
-        let sc = e.plain ? "none" : (shortcut ?? (e.family == "cifar" ? .a : ResNet.Depth(rawValue: e.depth)!.paperShortcut)).rawValue
-        records.append(["name": e.name, "params": summary.totalParameters, "macs": summary.totalMACs, "input": e.input])
-        rows.append(pad(e.name, 12) + pad(String(e.depth), 5, right: true) + "  " + pad(block, 10) + "  " + pad(sc, 8) + "  "
-                    + pad(grouped(summary.totalParameters), 12, right: true) + String(format: "  %9.3fG   ", Double(summary.totalMACs) / 1e9)
-                    + pad(e.input.map(String.init).joined(separator: "x"), 9) + "  " + e.source)
-    }
+    let options = Zoo.Options(shortcut: try shortcutOption(o),
+                              stridePlacement: o.flag("v1.5") ? .middleConvolution : .firstConvolution)
+    if let name = o.string("step") { return try zooStep(name, batch: try o.int("batch", range: 1...4096) ?? 2, options) }
+    let records = Zoo.listing(options)
     if o.flag("json") {
-        say(String(decoding: try JSONSerialization.data(withJSONObject: records, options: [.sortedKeys]), as: UTF8.self))
+        let json = records.map { r in
+            "{\"name\":\"\(r.entry.name)\",\"params\":\(r.parameters),\"macs\":\(r.macs),"
+                + "\"input\":[\(r.entry.input.map(String.init).joined(separator: ","))]}"
+        }
+        say("[" + json.joined(separator: ",") + "]")
     } else {
-        say(rows.joined(separator: "\n"))
+        say(Zoo.table(records))
+        say("\nmult-adds: one per weight of every convolution and FC layer per output element, per image "
+            + "(half of torch.utils.flop_counter's FLOPs); see docs/ModelZoo.md.")
     }
+    return 0
+}
+
+/// One forward+backward step of a zoo model on random images at the paper's input size: times and
+/// the process's peak resident memory (`getrusage`), e.g. `resnet zoo --step resnet1202 --batch 2`.
+func zooStep(_ name: String, batch: Int, _ options: Zoo.Options) throws -> Int32 {
+    guard let entry = Zoo.entry(name) else {
+        throw UsageError(message: "--step: unknown model '\(name)'; choose one of \(Zoo.names.joined(separator: ", "))",
+                         command: nil)
+    }
+    func peakMiB() -> Double {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        return Double(usage.ru_maxrss) / 1024     // KiB on Linux
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        return Double(usage.ru_maxrss) / 1_048_576  // bytes on macOS
+        #endif
+    }
+    let before = peakMiB()
+    var t = monotonicSeconds()
+    let model = Zoo.make(name, options: options)!
+    let build = monotonicSeconds() - t
+    let afterBuild = peakMiB()
+    let x = Tensor(randomNormal: [batch] + entry.input, seed: 1)
+    let labels = (0..<batch).map { $0 % 10 }
+    t = monotonicSeconds()
+    let tape = Tape()
+    let loss = tape.record { softmaxCrossEntropy(logits: model(x), labels: labels) }
+    let forward = monotonicSeconds() - t
+    tape.backward(loss)
+    let total = monotonicSeconds() - t
+    let gradients = model.parameters.filter { $0.grad != nil }.count
+    say("\(name) (\(grouped(model.parameterCount)) parameters), batch \(batch) of \(entry.input.map(String.init).joined(separator: "x")), \(Threading.threadCount) threads")
+    say(String(format: "build %.2f s; forward %.2f s; forward+backward %.2f s; loss %.4f; %d of %d parameters got gradients",
+               build, forward, total, loss.scalar, gradients, model.parameters.count))
+    say(String(format: "peak resident memory: %.0f MiB (%.0f MiB at start, %.0f MiB after building)",
+               peakMiB(), before, afterBuild))
     return 0
 }
 

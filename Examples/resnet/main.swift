@@ -64,10 +64,13 @@ let commands: [Command] = [
                 Option(name: "json", value: nil, help: "End with one JSON object: each network's final errors and times."),
             ]),
     Command(name: "zoo", summary: "The model zoo: every network of the paper with parameters and multiply-adds computed from the built model.",
-            usage: "zoo [--shortcut A|B|C] [--v1.5] [--json]", options: [
+            usage: "zoo [--shortcut A|B|C] [--v1.5] [--json] [--step NAME [--batch N]]", options: [
                 Option(name: "shortcut", value: "A|B|C", help: "Shortcut option for the residual nets (default: the paper's per model)."),
                 Option(name: "v1.5", value: nil, help: "torchvision's stride placement for the bottleneck nets."),
                 Option(name: "json", value: nil, help: "Print a JSON array of {name, params, macs, input}."),
+                Option(name: "step", value: "NAME", help: "Instead: time one forward+backward step of NAME and report peak memory."),
+                Option(name: "batch", value: "N", help: "Batch size for --step.", defaultValue: "2"),
+                Option(name: "threads", value: "N", help: "Worker threads."),
             ]),
 ]
 

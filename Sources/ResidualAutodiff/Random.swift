@@ -30,6 +30,18 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable, Codable, Equatab
         return result
     }
 
+    /// Decoding checks the state: it comes from checkpoints, which are untrusted, and a state of the
+    /// wrong length or all zeros would crash or make the generator return zeros forever.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let state = try container.decode([UInt64].self, forKey: .state)
+        guard state.count == 4, state.contains(where: { $0 != 0 }) else {
+            throw DecodingError.dataCorruptedError(forKey: .state, in: container,
+                                                   debugDescription: "a generator state is four words, not all zero")
+        }
+        self.state = state
+    }
+
     @inline(__always) private func rotl(_ x: UInt64, _ k: UInt64) -> UInt64 { (x << k) | (x >> (64 - k)) }
 
     /// Uniform in [0, 1) with 24 random bits (every Float in the grid is reachable).

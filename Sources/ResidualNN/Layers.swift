@@ -1,6 +1,7 @@
 import ResidualAutodiff
 
-// The standard layers. Each is a final class holding its parameters; `callAsFunction` calls one op.
+// The standard layers. Each is a final class holding its parameters; `callAsFunction` calls one op
+// and tells a running `ModelSummary` (if any) its output shape and multiply-adds.
 
 /// 2-D convolution over NCHW (PyTorch's `nn.Conv2d`; weight `[out, in/groups, k, k]`).
 public final class Conv2d: Layer {
@@ -8,21 +9,24 @@ public final class Conv2d: Layer {
     public let bias: Parameter?
     public let stride: Int, padding: Int, groups: Int
 
-    public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0,
-                groups: Int = 1, bias: Bool = true, initializer: Initializer = .pytorchDefault) {
+    /// The bias, if any, is drawn as PyTorch does, U(±1/√fan_in), whatever the weight initialiser.
+    public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1,
+                padding: Int = 0, groups: Int = 1, bias: Bool = true,
+                initializer: Initializer = .pytorchDefault) {
         shapeCheck(inputChannels % groups == 0 && outputChannels % groups == 0,
-                   "Conv2d: \(inputChannels) input and \(outputChannels) output channels are not divisible by \(groups) groups")
+                   "Conv2d: \(inputChannels) input and \(outputChannels) output channels are not "
+                   + "divisible by \(groups) groups")
         let shape = [outputChannels, inputChannels / groups, kernelSize, kernelSize]
         weight = Parameter(initializer.make(shape))
-        self.bias = bias ? Parameter(RandomSource.current.uniform([outputChannels],
-                                                                  bound: 1 / Float(Initializer.fans(shape).fanIn).squareRoot())) : nil
+        self.bias = bias ? Parameter(Initializer.pytorchBias(shape)) : nil
         self.stride = stride; self.padding = padding; self.groups = groups
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = conv2d(x, weight.value, bias: bias?.value, stride: stride, padding: padding, groups: groups)
-        SummaryRecorder.current?.record(self, output: y.shape,
-                                        macs: y.count / y.shape[0] * weight.shape[1] * weight.shape[2] * weight.shape[3])
+        // One multiply-add per weight of a filter per output element.
+        let perOutput = weight.shape[1] * weight.shape[2] * weight.shape[3]
+        SummaryRecorder.note(self, y, macsPerImage: y.count / y.shape[0] * perOutput)
         return y
     }
 }
@@ -32,26 +36,34 @@ public final class Linear: Layer {
     public let weight: Parameter
     public let bias: Parameter?
 
-    public init(inputFeatures: Int, outputFeatures: Int, bias: Bool = true, initializer: Initializer = .pytorchDefault) {
-        weight = Parameter(initializer.make([outputFeatures, inputFeatures]))
-        self.bias = bias ? Parameter(RandomSource.current.uniform([outputFeatures], bound: 1 / Float(inputFeatures).squareRoot())) : nil
+    /// The bias, if any, is drawn as PyTorch does, U(±1/√fan_in), whatever the weight initialiser.
+    public init(inputFeatures: Int, outputFeatures: Int, bias: Bool = true,
+                initializer: Initializer = .pytorchDefault) {
+        let shape = [outputFeatures, inputFeatures]
+        weight = Parameter(initializer.make(shape))
+        self.bias = bias ? Parameter(Initializer.pytorchBias(shape)) : nil
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
         let y = linear(x, weight: weight.value, bias: bias?.value)
-        SummaryRecorder.current?.record(self, output: y.shape, macs: weight.count)
+        SummaryRecorder.note(self, y, macsPerImage: y.count / y.shape[0] * weight.shape[1])
         return y
     }
 }
 
-/// Batch normalization over channels (PyTorch's `nn.BatchNorm2d`). Training mode normalises with the
-/// batch statistics and updates `running_mean`/`running_var` with `momentum` (the running variance
-/// uses the unbiased batch variance, as PyTorch does); evaluation mode uses the running statistics.
+/// Batch normalization over channels (PyTorch's `nn.BatchNorm2d`).
+///
+/// Training mode normalises with the batch statistics and updates the buffers `running_mean` and
+/// `running_var` with `momentum` (`r ← (1 − m)·r + m·batch`; the running variance takes the unbiased
+/// batch variance, as PyTorch does) and counts `num_batches_tracked`; evaluation mode uses the
+/// running statistics, so an image's output does not depend on the rest of its batch. Without
+/// `affine` there is no `weight` (γ) or `bias` (β).
 public final class BatchNorm2d: Layer, ModeDependent {
     public let weight: Parameter?
     public let bias: Parameter?
     public let runningMean: Buffer
     public let runningVar: Buffer
+    /// Kept because torchvision's state dicts have it (PyTorch uses it only when momentum is None).
     public let numBatchesTracked: Buffer
     public let momentum: Float, epsilon: Float
     public var isTraining = true
@@ -65,79 +77,97 @@ public final class BatchNorm2d: Layer, ModeDependent {
         self.momentum = momentum; self.epsilon = epsilon
     }
 
+    public func namedLocalParameters() -> [(String, Parameter)] {
+        [weight.map { ("weight", $0) }, bias.map { ("bias", $0) }].compactMap { $0 }
+    }
+
     public func namedLocalBuffers() -> [(String, Buffer)] {
         [("running_mean", runningMean), ("running_var", runningVar), ("num_batches_tracked", numBatchesTracked)]
     }
+
+    public func namedChildren() -> [(String, any AnyModule)] { [] }
 
     public func callAsFunction(_ x: Tensor) -> Tensor { callAsFunction(x, fusedReLU: false) }
 
     /// `relu(self(x))` with `fusedReLU`, in one pass over memory forward and one backward (the
     /// conv-BN-ReLU sequence of a ResNet). The output keeps `x`'s memory layout.
     public func callAsFunction(_ x: Tensor, fusedReLU: Bool) -> Tensor {
-        shapeCheck(x.rank >= 2 && x.shape[1] == runningMean.value.count,
-                   "BatchNorm2d: input \(describe(x.shape)) for \(runningMean.value.count) channels")
+        let channels = runningMean.value.count
+        shapeCheck(x.rank >= 2 && x.shape[1] == channels,
+                   "BatchNorm2d: input \(describe(x.shape)) for \(channels) channels")
         guard isTraining else {
-            return batchNormInference(x, weight: weight?.value, bias: bias?.value, mean: runningMean.value,
-                                      variance: runningVar.value, epsilon: epsilon, fusedReLU: fusedReLU)
+            let y = batchNormInference(x, weight: weight?.value, bias: bias?.value, mean: runningMean.value,
+                                       variance: runningVar.value, epsilon: epsilon, fusedReLU: fusedReLU)
+            SummaryRecorder.note(self, y)
+            return y
         }
         let (y, mean, variance) = batchNormTraining(x, weight: weight?.value, bias: bias?.value, epsilon: epsilon,
                                                     fusedReLU: fusedReLU)
-        let n = Float(x.count / x.shape[1])
+        let n = Float(x.count / channels)
         withoutTape {
             let m = momentum
             runningMean.value = runningMean.value * (1 - m) + mean * m
             runningVar.value = runningVar.value * (1 - m) + variance * (m * n / max(n - 1, 1))
             numBatchesTracked.value = numBatchesTracked.value + 1
         }
+        SummaryRecorder.note(self, y)
         return y
     }
 }
 
+/// `max(x, 0)`.
 public final class ReLU: Layer {
     public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { relu(x) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { SummaryRecorder.noted(self, relu(x)) }
 }
 
+/// Max pooling over `kernelSize`² windows (PyTorch's `nn.MaxPool2d`; stride defaults to the kernel
+/// size; padding is -∞).
 public final class MaxPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
         self.kernelSize = kernelSize; self.stride = stride ?? kernelSize; self.padding = padding
     }
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        maxPool2d(x, kernelSize: kernelSize, stride: stride, padding: padding)
+        SummaryRecorder.noted(self, maxPool2d(x, kernelSize: kernelSize, stride: stride, padding: padding))
     }
 }
 
+/// Average pooling over `kernelSize`² windows (PyTorch's `nn.AvgPool2d` with its default
+/// `count_include_pad=True`: the divisor is always `kernelSize`²).
 public final class AvgPool2d: Layer {
     public let kernelSize: Int, stride: Int, padding: Int
     public init(kernelSize: Int, stride: Int? = nil, padding: Int = 0) {
         self.kernelSize = kernelSize; self.stride = stride ?? kernelSize; self.padding = padding
     }
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        avgPool2d(x, kernelSize: kernelSize, stride: stride, padding: padding)
+        SummaryRecorder.noted(self, avgPool2d(x, kernelSize: kernelSize, stride: stride, padding: padding))
     }
 }
 
-/// `[N, C, H, W] -> [N, C, 1, 1]` (PyTorch's `nn.AdaptiveAvgPool2d(1)`).
+/// Mean over the spatial axes, `[N, C, H, W] -> [N, C, 1, 1]` (PyTorch's `nn.AdaptiveAvgPool2d(1)`).
 public final class GlobalAvgPool: Layer {
     public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { globalAvgPool(x) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { SummaryRecorder.noted(self, globalAvgPool(x)) }
 }
 
-/// `[N, ...] -> [N, prod(...)]`.
+/// `[N, ...] -> [N, prod(...)]` (PyTorch's `nn.Flatten`).
 public final class Flatten: Layer {
     public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { x.flattened(from: 1) }
+    public func callAsFunction(_ x: Tensor) -> Tensor { SummaryRecorder.noted(self, x.flattened(from: 1)) }
 }
 
+/// Returns its input (a placeholder, e.g. for a removed classifier head).
 public final class Identity: Layer {
     public init() {}
-    public func callAsFunction(_ x: Tensor) -> Tensor { x }
+    public func callAsFunction(_ x: Tensor) -> Tensor { SummaryRecorder.noted(self, x) }
 }
 
-/// Zeroes each element with probability `p` in training and scales the rest by 1/(1-p); identity in
-/// evaluation. Masks come from a seeded generator, so runs reproduce.
-public final class Dropout: Layer, ModeDependent {
+/// Zeroes each element with probability `p` in training and scales the rest by 1/(1-p) (PyTorch's
+/// inverted dropout); the identity in evaluation. Masks come from the layer's own seeded generator
+/// (drawn from the construction seed unless `seed` is given), so runs reproduce, and its state is
+/// saved by training checkpoints.
+public final class Dropout: Layer, ModeDependent, RandomStateful {
     public let probability: Float
     public var isTraining = true
     private let source: RandomSource
@@ -148,15 +178,24 @@ public final class Dropout: Layer, ModeDependent {
         source = RandomSource(seed: seed ?? RandomSource.current.next())
     }
 
+    public var randomState: SeededGenerator {
+        get { source.state }
+        set { source.state = newValue }
+    }
+
+    public func namedChildren() -> [(String, any AnyModule)] { [] }
+    public func namedLocalParameters() -> [(String, Parameter)] { [] }
+    public func namedLocalBuffers() -> [(String, Buffer)] { [] }
+
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        guard isTraining, probability > 0 else { return x }
+        guard isTraining, probability > 0 else { return SummaryRecorder.noted(self, x) }
         let keep = 1 - probability
-        let u = source.uniform(x.shape, bound: 1)
+        let u = source.uniform(x.shape, bound: 1)      // U[-1, 1): (u + 1) / 2 is U[0, 1)
         let mask = Tensor(shape: x.shape) { m in
             u.withUnsafeBufferPointer { up in
                 for i in 0..<m.count { m[i] = (up[i] + 1) / 2 < keep ? 1 / keep : 0 }
             }
         }
-        return x * mask
+        return SummaryRecorder.noted(self, x * mask)
     }
 }

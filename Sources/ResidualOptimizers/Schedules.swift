@@ -7,7 +7,7 @@ public protocol LearningRateSchedule: Sendable {
 
 /// The paper's schedule: `base`, divided by `factor` at each milestone (He et al. 4.2: 0.1, /10 at
 /// 32k and 48k iterations, stop at 64k).
-public struct MultiStepSchedule: LearningRateSchedule {
+public struct MultiStepSchedule: LearningRateSchedule, Codable, Equatable {
     public var base: Float, milestones: [Int], factor: Float
     public init(base: Float, milestones: [Int], factor: Float = 0.1) {
         self.base = base; self.milestones = milestones.sorted(); self.factor = factor
@@ -22,16 +22,22 @@ public struct MultiStepSchedule: LearningRateSchedule {
 }
 
 /// `base · factor^⌊step / stepSize⌋`.
-public struct StepSchedule: LearningRateSchedule {
+public struct StepSchedule: LearningRateSchedule, Codable, Equatable {
     public var base: Float, stepSize: Int, factor: Float
-    public init(base: Float, stepSize: Int, factor: Float = 0.1) { self.base = base; self.stepSize = stepSize; self.factor = factor }
-    public func learningRate(step: Int) -> Float { base * Float(pow(Double(factor), Double(step / max(stepSize, 1)))) }
+    public init(base: Float, stepSize: Int, factor: Float = 0.1) {
+        self.base = base; self.stepSize = stepSize; self.factor = factor
+    }
+    public func learningRate(step: Int) -> Float {
+        base * Float(pow(Double(factor), Double(step / max(stepSize, 1))))
+    }
 }
 
 /// Cosine annealing from `base` to `minimum` over `totalSteps`.
-public struct CosineSchedule: LearningRateSchedule {
+public struct CosineSchedule: LearningRateSchedule, Codable, Equatable {
     public var base: Float, totalSteps: Int, minimum: Float
-    public init(base: Float, totalSteps: Int, minimum: Float = 0) { self.base = base; self.totalSteps = totalSteps; self.minimum = minimum }
+    public init(base: Float, totalSteps: Int, minimum: Float = 0) {
+        self.base = base; self.totalSteps = totalSteps; self.minimum = minimum
+    }
     public func learningRate(step: Int) -> Float {
         let t = Double(min(step, totalSteps)) / Double(max(totalSteps, 1))
         return minimum + (base - minimum) * Float((1 + cos(Double.pi * t)) / 2)
@@ -73,3 +79,10 @@ public struct ConstantThenJumpWarmup<S: LearningRateSchedule>: LearningRateSched
         return schedule.learningRate(step: step)
     }
 }
+
+// Schedules are plain data: a training checkpoint saves them (with `ConstantThenJumpWarmup`'s switch
+// step) in its progress record.
+extension LinearWarmup: Codable where S: Codable {}
+extension LinearWarmup: Equatable where S: Equatable {}
+extension ConstantThenJumpWarmup: Codable where S: Codable {}
+extension ConstantThenJumpWarmup: Equatable where S: Equatable {}
