@@ -327,18 +327,45 @@ func childMain(_ name: String, threads: Int, samples: Int) -> Never {
         exit(2)
     }
     Threading.threadCount = threads
-    // The FMA peak right before and after the timed samples, in this process: on a shared machine
-    // the CPU available changes by the minute, so the run's opening peak can be far off by now.
-    let peak = PeakBench.benchmark.prepare(threads)
-    func peakNow() -> Double {
-        peak.flops / measure(peak, minSampleSeconds: 0.1, options: TimingOptions(samples: 3, warmups: 1)).0 / 1e9
-    }
-    let peakBefore = peakNow()
     let prepared = b.prepare(threads)
-    let (median, foreign) = measure(prepared, minSampleSeconds: b.minSampleSeconds,
+    var median: Double, foreign: Double, peakGflops: Double? = nil
+    if prepared.flops > 0 && b.minSampleSeconds == 0 {
+        // Each timed call is bracketed by two 50 ms samples of the FMA peak, and % of peak is the
+        // median over calls of (this call's GFLOP/s) / (the mean of its two peaks): on a shared
+        // machine the CPU a process gets changes within seconds, so only a peak measured right
+        // next to the call says what that call could have reached.
+        let peak = PeakBench.benchmark.prepare(threads)
+        func peakSample() -> Double {
+            let start = now()
+            var calls = 0
+            repeat { peak.run(); calls += 1 } while now() - start < 0.05
+            return peak.flops * Double(calls) / (now() - start) / 1e9
+        }
+        for _ in 0..<3 { prepared.run() }   // first call and two warm-ups, untimed
+        let load = CPULoad()
+        var times: [Double] = [], ratios: [Double] = []
+        for _ in 0..<max(1, samples) {
+            let p0 = peakSample()
+            let t0 = now()
+            prepared.run()
+            let t = now() - t0
+            let p1 = peakSample()
+            times.append(t)
+            ratios.append(prepared.flops / t / 1e9 / ((p0 + p1) / 2))
+        }
+        foreign = load.foreignCores()
+        func mid(_ v: [Double]) -> Double {
+            let s = v.sorted(), m = s.count / 2
+            return s.count % 2 == 1 ? s[m] : (s[m - 1] + s[m]) / 2
+        }
+        median = mid(times)
+        // Reported so that the parent's gflops / peak equals the median ratio.
+        peakGflops = prepared.flops / median / 1e9 / mid(ratios)
+    } else {
+        (median, foreign) = measure(prepared, minSampleSeconds: b.minSampleSeconds,
                                     options: TimingOptions(samples: samples))
-    let peakAfter = peakNow()
-    print("field peak_gflops \((peakBefore + peakAfter) / 2)")
+    }
+    if let peakGflops { print("field peak_gflops \(peakGflops)") }
     print("field median_seconds \(median)")
     print("field foreign_cores \(foreign)")
     print("field flops \(prepared.flops)")
