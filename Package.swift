@@ -30,11 +30,14 @@ let package = Package(
         // Import direction (docs/Architecture.md): Kernels <- Autodiff <- {NN, Optimizers, Data}; NN <- Zoo.
         .target(name: "ResidualKernels", swiftSettings: native),
         .target(name: "ResidualAutodiff", dependencies: ["ResidualKernels"], swiftSettings: native),
-        .target(name: "ResidualNN", dependencies: ["ResidualAutodiff", "ResidualKernels"], swiftSettings: native),
-        .target(name: "ResidualOptimizers", dependencies: ["ResidualAutodiff", "ResidualKernels"], swiftSettings: native),
+        .target(name: "ResidualNN", dependencies: ["ResidualAutodiff", "ResidualKernels"], exclude: ["README.md"],
+                swiftSettings: native),
+        .target(name: "ResidualOptimizers", dependencies: ["ResidualAutodiff", "ResidualKernels"], exclude: ["README.md"],
+                swiftSettings: native),
         .target(name: "ResidualData", dependencies: ["ResidualAutodiff"], resources: [.copy("Resources/fashion-mnist")],
                 swiftSettings: native),
-        .target(name: "ResidualZoo", dependencies: ["ResidualNN", "ResidualAutodiff"], swiftSettings: native),
+        .target(name: "ResidualZoo", dependencies: ["ResidualNN", "ResidualAutodiff"], exclude: ["README.md"],
+                swiftSettings: native),
         .target(
             name: "Residual",
             dependencies: ["ResidualKernels", "ResidualAutodiff", "ResidualNN", "ResidualOptimizers",
