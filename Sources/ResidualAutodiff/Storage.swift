@@ -61,7 +61,9 @@ public final class BufferPool: @unchecked Sendable {
 
     public init(capacityBytes: Int = 1 << 30) { self.capacityBytes = capacityBytes }
 
-    func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
+    /// A 64-byte aligned buffer of `count` floats (uninitialised): an idle pooled one of exactly that
+    /// count if there is one, else from the system. `TensorStorage` is the usual client.
+    public func allocate(_ count: Int) -> UnsafeMutablePointer<Float> {
         if count >= Self.minimumPooledCount {
             let reused: UInt? = withState { s in
                 guard let p = s.free[count]?.popLast() else { s.misses += 1; return nil }
@@ -75,7 +77,9 @@ public final class BufferPool: @unchecked Sendable {
         return raw.bindMemory(to: Float.self, capacity: max(1, count))
     }
 
-    func release(_ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
+    /// Returns a buffer from `allocate(count)`; it is kept for reuse while the idle total stays
+    /// within `capacityBytes`, else freed. The caller must not touch it afterwards.
+    public func release(_ pointer: UnsafeMutablePointer<Float>, _ count: Int) {
         if count >= Self.minimumPooledCount {
             let address = UInt(bitPattern: pointer)
             let kept: Bool = withState { s in

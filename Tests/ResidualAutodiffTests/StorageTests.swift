@@ -28,13 +28,31 @@ import ResidualAutodiff
     }
 
     @Test func freedBuffersAreReused() {
+        // A private pool: the shared one may be at capacity because of other tests in the process.
+        let pool = BufferPool(capacityBytes: 1 << 20)
         let count = 4096 * 5 + 3
-        var s: TensorStorage? = TensorStorage(uninitializedCount: count)
-        let address = UInt(bitPattern: s!.pointer)
-        s = nil
-        let t = TensorStorage(uninitializedCount: count)
-        #expect(UInt(bitPattern: t.pointer) == address, "a freed buffer of the same size is reused")
-        #expect(UInt(bitPattern: t.pointer) % 64 == 0, "64-byte aligned")
+        let p = pool.allocate(count)
+        pool.release(p, count)
+        #expect(pool.idleBytes == count * 4)
+        let q = pool.allocate(count)
+        #expect(q == p, "a freed buffer of the same size is reused")
+        #expect(UInt(bitPattern: q) % 64 == 0, "64-byte aligned")
+        #expect(pool.counts.hits == 1 && pool.counts.misses == 1)
+        let other = pool.allocate(count + 16)
+        #expect(other != q, "a different size never gets a live buffer")
+        pool.release(q, count); pool.release(other, count + 16)
+        pool.drain()
+        #expect(pool.idleBytes == 0)
+    }
+
+    @Test func poolStaysWithinItsCapacity() {
+        let count = 4096 * 4
+        let pool = BufferPool(capacityBytes: 3 * count * 4)
+        let buffers = (0..<5).map { _ in pool.allocate(count) }
+        #expect(Set(buffers).count == 5, "live buffers are distinct")
+        for b in buffers { pool.release(b, count) }
+        #expect(pool.idleBytes == 3 * count * 4, "only three fit; the other two went back to the system")
+        pool.drain()
     }
 
     @Test func copyOnWriteKeepsPooledBuffersApart() {
