@@ -22,6 +22,37 @@ import ResidualAutodiff
         #expect(a.scalars == [1, 2, 3, 4], "writing a reshape must not change the original")
     }
 
+    /// Copy-on-write where the engine itself mutates: an optimizer's in-place update, gradient
+    /// accumulation into `Parameter.grad`, and a channels-last tensor written through its buffer.
+    /// Every earlier holder keeps the values it saw.
+    @Test func valueSemanticsUnderInPlaceUpdates() {
+        let t = Tensor(shape: [2, 2], scalars: [1, 2, 3, 4])
+        let p = Parameter(t)
+        let before = p.value
+        p.update { $0.withUnsafeMutableBufferPointer { $0[0] = 99 } }
+        #expect(t.scalars == [1, 2, 3, 4] && before.scalars == [1, 2, 3, 4])
+        #expect(p.data.scalars == [99, 2, 3, 4])
+
+        var firstGrad: Tensor?
+        var returned: [Tensor] = []
+        for round in 0..<2 {
+            let tape = Tape()
+            let x = tape.watch(Tensor(shape: [2, 2], scalars: [1, 1, 1, 1]))
+            let y = tape.record { sum(p.value * x) }
+            returned.append(tape.gradients(of: y, withRespectTo: [x])[0])
+            if round == 0 { firstGrad = p.grad }
+        }
+        #expect(firstGrad?.scalars == [1, 1, 1, 1], "accumulating must not write into the gradient read before")
+        #expect(p.grad?.scalars == [2, 2, 2, 2])
+        #expect(returned[0].scalars == [99, 2, 3, 4] && returned[1].scalars == [99, 2, 3, 4])
+
+        let c = Tensor(shape: [1, 2, 2, 2], scalars: (0..<8).map(Float.init)).converted(to: .channelsLast)
+        var d = c
+        d.withUnsafeMutableBufferPointer { $0[0] = -1 }
+        #expect(c.scalars == (0..<8).map(Float.init))
+        #expect(d.scalars[0] == -1)
+    }
+
     @Test func reshapeIsCheap() {
         let a = Tensor(zeros: [2, 3, 4])
         let r = a.reshaped([6, -1])
