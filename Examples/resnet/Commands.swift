@@ -58,6 +58,7 @@ func evalCommand(_ o: ParsedOptions) throws -> Int32 {
                                                          testLimit: try o.int("test-subset", range: 1...Int.max),
                                                          needTrain: storedPrep == nil)
     let prep = storedPrep ?? Preprocessing(fitting: trainSet!)
+    try prep.check(for: testSet, file: path)
     guard let model = makeModel(name, options: .init(shortcut: shortcut, classes: testSet.classNames.count,
                                                      inputChannels: testSet.channels)) else {
         throw UsageError(message: "unknown model '\(name)'", command: o.command)
@@ -252,7 +253,7 @@ func degradationFigure(_ results: [(String, TrainResult)], title: String) -> Str
             let color = i == 0 ? "#e69f00" : "#d62728"
             series.append(PlotSeries(label: "\(name) train", color: color, dashed: true, lineWidth: 1.2,
                                      points: r.curve.map { ($0.epoch, 100 * $0.trainError) }))
-            series.append(PlotSeries(label: "\(name) test", color: color, lineWidth: 2.8,
+            series.append(PlotSeries(label: "\(name) test", color: color, lineWidth: 2.8, markers: true,
                                      points: r.curve.compactMap { p in p.testError.map { (p.epoch, 100 * $0) } }))
         }
         return PlotPanel(title: title, xLabel: "epoch", yLabel: "error (%)", series: series)

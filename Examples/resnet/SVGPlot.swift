@@ -7,6 +7,8 @@ struct PlotSeries {
     var color: String
     var dashed = false
     var lineWidth = 2.0
+    /// Dots on the points: test errors come once per epoch, and a one-epoch run has a single point.
+    var markers = false
     var points: [(x: Double, y: Double)]
 }
 
@@ -63,7 +65,8 @@ enum SVGPlot {
             let left = ox + 60, right = ox + panelWidth - 15, plotTop = top + 30, bottom = top + panelHeight - 45
             let allX = panel.series.flatMap { $0.points.map(\.x) }
             let allY = panel.series.flatMap { $0.points.map(\.y) }
-            let x0 = allX.min() ?? 0, x1 = max(allX.max() ?? 1, x0 + 1e-9)
+            // Epochs start at 0: the axis does too, whatever the first logged point.
+            let x0 = min(allX.min() ?? 0, 0), x1 = max(allX.max() ?? 1, x0 + 1e-9)
             let yr = panel.yRange ?? {
                 let lo = allY.min() ?? 0, hi = allY.max() ?? 1
                 return min(lo, 0)...(hi > lo ? hi * 1.05 : lo + 1)
@@ -87,9 +90,16 @@ enum SVGPlot {
             for series in panel.series where !series.points.isEmpty {
                 let path = series.points.map { "\(String(format: "%.1f", px($0.x))),\(String(format: "%.1f", py($0.y)))" }.joined(separator: " ")
                 s += "<polyline fill=\"none\" stroke=\"\(series.color)\" stroke-width=\"\(series.lineWidth)\"\(series.dashed ? " stroke-dasharray=\"5,4\"" : "") points=\"\(path)\"/>\n"
+                if series.markers {
+                    for p in series.points {
+                        s += "<circle cx=\"\(String(format: "%.1f", px(p.x)))\" cy=\"\(String(format: "%.1f", py(p.y)))\" r=\"\(series.lineWidth + 0.8)\" fill=\"\(series.color)\"/>"
+                    }
+                    s += "\n"
+                }
             }
-            // Legend, top right inside the plot.
+            // Legend, top right inside the plot, on a white box so curves passing under it stay legible.
             var ly = plotTop + 16
+            s += "<rect x=\"\(right - 156)\" y=\"\(plotTop + 4)\" width=\"152\" height=\"\(16 * panel.series.count + 4)\" fill=\"white\" fill-opacity=\"0.85\" stroke=\"#cccccc\"/>\n"
             for series in panel.series {
                 let lx = right - 150
                 s += "<line x1=\"\(lx)\" y1=\"\(ly - 4)\" x2=\"\(lx + 24)\" y2=\"\(ly - 4)\" stroke=\"\(series.color)\" stroke-width=\"\(series.lineWidth)\"\(series.dashed ? " stroke-dasharray=\"5,4\"" : "")/>"

@@ -432,6 +432,6 @@ func writeLog(_ curve: [CurvePoint], to url: URL) throws {
 func curvePanel(title: String, _ curve: [CurvePoint], color: String = SVGPlot.palette[0]) -> PlotPanel {
     PlotPanel(title: title, xLabel: "epoch", yLabel: "error (%)", series: [
         PlotSeries(label: "train error", color: color, dashed: true, lineWidth: 1.2, points: curve.map { ($0.epoch, 100 * $0.trainError) }),
-        PlotSeries(label: "test error", color: color, lineWidth: 2.5, points: curve.compactMap { p in p.testError.map { (p.epoch, 100 * $0) } }),
+        PlotSeries(label: "test error", color: color, lineWidth: 2.5, markers: true, points: curve.compactMap { p in p.testError.map { (p.epoch, 100 * $0) } }),
     ])
 }

@@ -84,6 +84,25 @@ public struct Preprocessing: Sendable, Codable, Equatable {
                   size: size ?? max(32, dataset.height, dataset.width), cropPadding: cropPadding, flip: flip)
     }
 
+    /// Checks that these statistics fit `dataset`'s images and are sane, for statistics read from
+    /// a file (a checkpoint's metadata is as untrusted as any other input).
+    public func check(for dataset: Dataset, file: String = "<preprocessing>") throws(DataError) {
+        let perPixel = normalization == .perPixelMean
+        let expected = dataset.channels * (perPixel ? dataset.height * dataset.width : 1)
+        guard mean.count == expected, standardDeviation.count == dataset.channels else {
+            throw DataError(.badDimensions, file: file, "normalisation statistics for \(mean.count) mean and "
+                            + "\(standardDeviation.count) deviation values do not fit \(dataset.channels)x\(dataset.height)x"
+                            + "\(dataset.width) images (\(perPixel ? "per-pixel" : "per-channel"))")
+        }
+        guard mean.allSatisfy(\.isFinite), standardDeviation.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+            throw DataError(.corrupt, file: file, "normalisation statistics are not finite, or a deviation is not positive")
+        }
+        guard size >= max(dataset.height, dataset.width), size <= 4096, (0...size).contains(cropPadding) else {
+            throw DataError(.badDimensions, file: file, "canvas \(size), crop padding \(cropPadding) do not fit "
+                            + "\(dataset.height)x\(dataset.width) images")
+        }
+    }
+
     /// Writes image `index` of `dataset` into `out` (`C x size x size`). `shift` is the crop offset
     /// in `-cropPadding...cropPadding` per axis (0, 0 = centred, no augmentation).
     func write(_ dataset: Dataset, _ index: Int, shiftY: Int, shiftX: Int, flip: Bool, into out: UnsafeMutablePointer<Float>) {

@@ -68,7 +68,7 @@ public struct Dataset: Sendable {
 
     /// The first `n` images (or all).
     public func prefix(_ n: Int) -> Dataset {
-        let k = min(n, count)
+        let k = Swift.max(0, min(n, count))
         return Dataset(images: Array(images[0..<(k * imageSize)]), labels: Array(labels[0..<k]), channels: channels,
                        height: height, width: width, classNames: classNames)
     }

@@ -37,6 +37,22 @@ import ResidualData
         #expect(abs(sum / n) < 1e-3 && abs(sq / n - 1) < 1e-3, "normalised mean \(sum / n), variance \(sq / n)")
     }
 
+    /// Statistics read back from a file are checked against the data before use.
+    @Test func checkedAgainstTheData() throws {
+        let prep = Preprocessing(fitting: Self.data)
+        try prep.check(for: Self.data)
+        let cifar = try Dataset.load(directory: fixtures, train: false)
+        expectDataError(.badDimensions) { try prep.check(for: cifar, file: "ckpt") }
+        var bad = prep; bad.standardDeviation = [0]
+        expectDataError(.corrupt) { try bad.check(for: Self.data) }
+        bad = prep; bad.mean[3] = .nan
+        expectDataError(.corrupt) { try bad.check(for: Self.data) }
+        bad = prep; bad.size = 1 << 20
+        expectDataError(.badDimensions) { try bad.check(for: Self.data) }
+        bad = prep; bad.size = 16
+        expectDataError(.badDimensions) { try bad.check(for: Self.data) }
+    }
+
     /// The statistics are stored in checkpoints as JSON: they must survive the round trip exactly.
     @Test func codable() throws {
         let prep = Preprocessing(fitting: Self.data)

@@ -185,6 +185,12 @@ func deterministicLog(_ url: URL) throws -> [String] {
         let text = try resnet(["eval", "--checkpoint", "a/checkpoint.safetensors", "--test-subset", "100"], in: dir)
         #expect(text.status == 0 && text.stdout.contains("Confusion matrix") && text.stdout.contains("Ankle boot"), "\(text.stdout)")
 
+        // A Fashion-MNIST model on CIFAR-10 images: an error naming the mismatch, not a crash.
+        let cifar = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("ResidualDataTests/Fixtures").path
+        let wrong = try resnet(["eval", "--checkpoint", "a/model.safetensors", "--data", cifar], in: dir)
+        #expect(wrong.status == 1 && wrong.stderr.contains("do not fit 3x32x32 images"), "\(wrong.stderr)")
+
         // Resuming with different options is refused rather than silently mixing runs.
         let mismatch = try resnet(Self.small + ["--out", "b", "--resume", "--lr", "0.05"], in: dir)
         #expect(mismatch.status == 2 && mismatch.stderr.contains("different run"), "\(mismatch.stderr)")
