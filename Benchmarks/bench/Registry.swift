@@ -3,5 +3,6 @@
 var registry: [any BenchmarkFamily.Type] { [
     PeakBench.self,
     GEMMBench.self,
+    FlatBench.self,
     ModelBench.self,
 ] }

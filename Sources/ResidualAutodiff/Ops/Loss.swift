@@ -52,25 +52,11 @@ public func softmaxCrossEntropy(logits: Tensor, labels: [Int], labelSmoothing: F
     }
     let eps = labelSmoothing
     var probabilities = Tensor(zeros: [n, c])
-    var total = 0.0
-    probabilities.withUnsafeMutableBufferPointer { pp in
-        for r in 0..<n {
-            let src = logits.storage.pointer + r * c, p = pp.baseAddress! + r * c
-            var m = -Float.infinity
-            for j in 0..<c { m = max(m, src[j]) }
-            var s: Float = 0
-            for j in 0..<c { let e = expf(src[j] - m); p[j] = e; s += e }
-            let lse = m + logf(s)
-            let inv = 1 / s
-            for j in 0..<c { p[j] *= inv }
-            // −Σ q_j (x_j − lse) with q = (1−ε)·onehot + ε/C
-            var rowLoss = Double(1 - eps) * Double(lse - src[labels[r]])
-            if eps > 0 {
-                var meanLogit = 0.0
-                for j in 0..<c { meanLogit += Double(src[j]) }
-                rowLoss += Double(eps) * (Double(lse) - meanLogit / Double(c))
-            }
-            total += rowLoss
+    let xs = logits.standard(for: "softmaxCrossEntropy")
+    let total = probabilities.withUnsafeMutableBufferPointer { pp in
+        labels.withUnsafeBufferPointer { lp in
+            softmaxCrossEntropyForward(rows: n, cols: c, logits: xs.storage.pointer, labels: lp.baseAddress!,
+                                       labelSmoothing: eps, probabilities: pp.baseAddress!)
         }
     }
     let loss = Tensor(Float(total / Double(max(n, 1))))
@@ -78,10 +64,10 @@ public func softmaxCrossEntropy(logits: Tensor, labels: [Int], labelSmoothing: F
     return Tape.recordOp(loss, inputs: [logits]) { g, _ in
         let scale = g.scalar / Float(max(n, 1))
         return [Tensor(shape: [n, c]) { gx in
-            for r in 0..<n {
-                let p = probs.storage.pointer + r * c, d = gx.baseAddress! + r * c
-                for j in 0..<c { d[j] = (p[j] - eps / Float(c)) * scale }
-                d[labels[r]] -= (1 - eps) * scale
+            labels.withUnsafeBufferPointer { lp in
+                softmaxCrossEntropyBackward(rows: n, cols: c, probabilities: probs.storage.pointer,
+                                            labels: lp.baseAddress!, labelSmoothing: eps, scale: scale,
+                                            gradient: gx.baseAddress!)
             }
         }]
     }

@@ -52,9 +52,7 @@ func reduceMax(_ x: Tensor, axes: [Int]) -> Tensor {
         loop.forEachRow { o in
             let src = px + o[0], dst = po + o[1]
             if so == 0 {
-                var m = dst[0]
-                for i in 0..<n { m = max(m, src[i]) }
-                dst[0] = m
+                dst[0] = max(dst[0], maximum(n, src))
             } else {
                 zip(n, dst, src, dst, { pointwiseMax($0, $1) }, { max($0, $1) })
             }
