@@ -4,5 +4,6 @@ var registry: [any BenchmarkFamily.Type] { [
     PeakBench.self,
     GEMMBench.self,
     FlatBench.self,
+    ConvBench.self,
     ModelBench.self,
 ] }
