@@ -186,6 +186,7 @@ struct DirectWeights {
 func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWeights, tile: ConvTile,
                    out: UnsafeMutablePointer<Float>, threads: Int?) {
     let lanes = tile.lanes, R = tile.rows
+    let reuse = usesTapReuse(p, tile)
     let colTiles = (p.outW + R - 1) / R
     let tiles = p.batch * p.outH * colTiles
     let t = p.flops < 2_000_000 ? 1 : (threads ?? Threading.threadCount)
@@ -242,12 +243,27 @@ func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWe
                     let run = pixel == kcb
                     let inner = run ? 1 : p.kw, length = run ? p.kw * kcb : kcb
                     let fullRow = ox0 + R <= p.outW
+                    let tapReuse = run && reuse
                     for blk in b0..<b1 {
                         let o0 = blk * lanes, validLanes = min(lanes, p.outC - o0)
                         let b = UnsafePointer(w.data + blk * w.blockStride + p.kh * p.kw * c0 * lanes
                                               + kyLo * p.kw * kcb * lanes)
                         let dst = out + n * p.outImage + oy * p.outRow + ox0 * p.outPixel + o0
-                        if fullRow && validLanes == lanes {
+                        if tapReuse {
+                            let full = fullRow && validLanes == lanes
+                            convTap3x16(outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
+                                        channels: kcb, a: a, pixel: pixel, b: b, c: full ? dst : result,
+                                        cStride: full ? p.outPixel : lanes, accumulate: full && !first)
+                            if full { continue }
+                            for r in 0..<min(R, p.outW - ox0) {
+                                let d = dst + r * p.outPixel, s = result + r * lanes
+                                if first {
+                                    d.update(from: s, count: validLanes)
+                                } else {
+                                    for l in 0..<validLanes { d[l] += s[l] }
+                                }
+                            }
+                        } else if fullRow && validLanes == lanes {
                             convTile(tile, outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
                                      inner: inner, aInner: pixel, length: length, a: a, rowStride: p.sx * pixel,
                                      kStride: 1, b: b, bStride: lanes, c: dst, cStride: p.outPixel,
@@ -300,6 +316,20 @@ func directTile(outC: Int, outW: Int) -> ConvTile {
         if cost < bestCost { best = c; bestCost = cost }
     }
     return best
+}
+
+/// The tile of `convTap3x16`: 3-wide kernels at stride 1 with at most 16 output channels (CIFAR
+/// ResNet's 16-channel stage, forward and backward-data), where `convTile1` is broadcast-bound.
+let tapReuseTile = ConvTile(rows: 16, vectors: 1)
+
+func usesTapReuse(_ p: DirectPass, _ tile: ConvTile) -> Bool {
+    tile == tapReuseTile && p.kw == 3 && p.sx == 1 && p.outC <= 16
+}
+
+/// `directTile`, except that 3-wide stride-1 passes with at most 16 output channels take the
+/// tap-reuse kernel.
+func directTile(_ p: DirectPass) -> ConvTile {
+    p.kw == 3 && p.sx == 1 && p.outC <= 16 ? tapReuseTile : directTile(outC: p.outC, outW: p.outW)
 }
 
 /// Packs the forward weight `[O, C, kh, kw]` for a direct pass.
@@ -388,4 +418,159 @@ func weightTile(run: Int, outC: Int, divisible: Bool) -> ConvTile? {
         if cost < bestCost { best = c; bestCost = cost }
     }
     return best
+}
+
+/// Direct 3x3 (kw = 3), stride 1, 16 output lanes, `R = 16` output pixels of one row: each input value
+/// is broadcast once and feeds all three horizontal taps (`acc[i - kx] += x[i] * w[kx]`), so a
+/// broadcast carries 3 FMAs instead of 1 (the 1-vector `convTile1` is broadcast-bound at about half
+/// the FMA peak). The sum runs over kernel rows (`outer`), then channels, then taps.
+/// `a`: the tile's first input pixel of its first kernel row (`aOuter` per row, `pixel` per pixel);
+/// `b`: packed weights `[ky][kx][c][16]` (`bOuter` per row).
+@inline(__always)
+func convTap3x16(outer: Int, aOuter: Int, bOuter: Int, channels: Int, a: UnsafePointer<Float>, pixel: Int,
+                 b: UnsafePointer<Float>, c: UnsafeMutablePointer<Float>, cStride cs: Int, accumulate: Bool) {
+    var c0 = Vec()
+    var c1 = Vec()
+    var c2 = Vec()
+    var c3 = Vec()
+    var c4 = Vec()
+    var c5 = Vec()
+    var c6 = Vec()
+    var c7 = Vec()
+    var c8 = Vec()
+    var c9 = Vec()
+    var c10 = Vec()
+    var c11 = Vec()
+    var c12 = Vec()
+    var c13 = Vec()
+    var c14 = Vec()
+    var c15 = Vec()
+    for o in 0..<outer {
+        let ar = a + o * aOuter, br = b + o * bOuter
+        for ci in 0..<channels {
+            let ap = ar + ci
+            let w0 = load(br + (0 * channels + ci) * 16)
+            let w1 = load(br + (1 * channels + ci) * 16)
+            let w2 = load(br + (2 * channels + ci) * 16)
+            do { let x = Vec(repeating: ap[0 * pixel])
+                c0 = c0.addingProduct(x, w0)
+            }
+            do { let x = Vec(repeating: ap[1 * pixel])
+                c1 = c1.addingProduct(x, w0)
+                c0 = c0.addingProduct(x, w1)
+            }
+            do { let x = Vec(repeating: ap[2 * pixel])
+                c2 = c2.addingProduct(x, w0)
+                c1 = c1.addingProduct(x, w1)
+                c0 = c0.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[3 * pixel])
+                c3 = c3.addingProduct(x, w0)
+                c2 = c2.addingProduct(x, w1)
+                c1 = c1.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[4 * pixel])
+                c4 = c4.addingProduct(x, w0)
+                c3 = c3.addingProduct(x, w1)
+                c2 = c2.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[5 * pixel])
+                c5 = c5.addingProduct(x, w0)
+                c4 = c4.addingProduct(x, w1)
+                c3 = c3.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[6 * pixel])
+                c6 = c6.addingProduct(x, w0)
+                c5 = c5.addingProduct(x, w1)
+                c4 = c4.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[7 * pixel])
+                c7 = c7.addingProduct(x, w0)
+                c6 = c6.addingProduct(x, w1)
+                c5 = c5.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[8 * pixel])
+                c8 = c8.addingProduct(x, w0)
+                c7 = c7.addingProduct(x, w1)
+                c6 = c6.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[9 * pixel])
+                c9 = c9.addingProduct(x, w0)
+                c8 = c8.addingProduct(x, w1)
+                c7 = c7.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[10 * pixel])
+                c10 = c10.addingProduct(x, w0)
+                c9 = c9.addingProduct(x, w1)
+                c8 = c8.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[11 * pixel])
+                c11 = c11.addingProduct(x, w0)
+                c10 = c10.addingProduct(x, w1)
+                c9 = c9.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[12 * pixel])
+                c12 = c12.addingProduct(x, w0)
+                c11 = c11.addingProduct(x, w1)
+                c10 = c10.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[13 * pixel])
+                c13 = c13.addingProduct(x, w0)
+                c12 = c12.addingProduct(x, w1)
+                c11 = c11.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[14 * pixel])
+                c14 = c14.addingProduct(x, w0)
+                c13 = c13.addingProduct(x, w1)
+                c12 = c12.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[15 * pixel])
+                c15 = c15.addingProduct(x, w0)
+                c14 = c14.addingProduct(x, w1)
+                c13 = c13.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[16 * pixel])
+                c15 = c15.addingProduct(x, w1)
+                c14 = c14.addingProduct(x, w2)
+            }
+            do { let x = Vec(repeating: ap[17 * pixel])
+                c15 = c15.addingProduct(x, w2)
+            }
+        }
+    }
+    if accumulate {
+        add(c0, c + 0 * cs)
+        add(c1, c + 1 * cs)
+        add(c2, c + 2 * cs)
+        add(c3, c + 3 * cs)
+        add(c4, c + 4 * cs)
+        add(c5, c + 5 * cs)
+        add(c6, c + 6 * cs)
+        add(c7, c + 7 * cs)
+        add(c8, c + 8 * cs)
+        add(c9, c + 9 * cs)
+        add(c10, c + 10 * cs)
+        add(c11, c + 11 * cs)
+        add(c12, c + 12 * cs)
+        add(c13, c + 13 * cs)
+        add(c14, c + 14 * cs)
+        add(c15, c + 15 * cs)
+    } else {
+        store(c0, c + 0 * cs)
+        store(c1, c + 1 * cs)
+        store(c2, c + 2 * cs)
+        store(c3, c + 3 * cs)
+        store(c4, c + 4 * cs)
+        store(c5, c + 5 * cs)
+        store(c6, c + 6 * cs)
+        store(c7, c + 7 * cs)
+        store(c8, c + 8 * cs)
+        store(c9, c + 9 * cs)
+        store(c10, c + 10 * cs)
+        store(c11, c + 11 * cs)
+        store(c12, c + 12 * cs)
+        store(c13, c + 13 * cs)
+        store(c14, c + 14 * cs)
+        store(c15, c + 15 * cs)
+    }
 }

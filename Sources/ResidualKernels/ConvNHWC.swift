@@ -133,7 +133,7 @@ func directForward(_ s: Conv2dShape, input: UnsafePointer<Float>, weight: Unsafe
                        kh: s.kernelH, kw: s.kernelW, sy: s.strideH, sx: s.strideW, padT: s.padH, padL: s.padW,
                        outImage: s.outH * s.outW * s.outChannels, outRow: s.outW * s.outChannels,
                        outPixel: s.outChannels)
-    let tile = directTile(outC: p.outC, outW: p.outW)
+    let tile = directTile(p)
     let w = packForwardWeights(p, weight, lanes: tile.lanes)
     defer { w.deallocate() }
     runDirectPass(p, x: input, weights: w, tile: tile, out: output, threads: threads)
@@ -183,7 +183,7 @@ func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weig
                 }
                 continue
             }
-            let tile = directTile(outC: c, outW: p.outW)
+            let tile = directTile(p)
             let w = DirectWeights(p, lanes: tile.lanes)
             defer { w.deallocate() }
             var tapIndex: [Int] = []

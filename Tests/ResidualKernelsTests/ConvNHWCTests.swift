@@ -93,6 +93,9 @@ let awkwardConvShapes: [Conv2dShape] = {
         s(1, 31, 9, 9, 32, 1, 1, 0), s(3, 16, 9, 9, 48, 1, 2, 0), s(1, 300, 5, 6, 40, 3, 2, 1),
         s(1, 16, 7, 9, 64, 3, 1, 0), s(3, 16, 5, 5, 17, 3, 1, 1, kw: 1), s(1, 8, 6, 6, 12, 3, 2, 1, groups: 4),
         s(3, 32, 13, 13, 48, 3, 1, 1), s(3, 24, 13, 11, 64, 3, 2, 1), s(1, 64, 7, 7, 64, 3, 1, 1),
+        // The tap-reuse kernel (3-wide, stride 1, <= 16 output channels): full 16-pixel tiles, edge
+        // tiles and row tails, in forward and backward-data.
+        s(2, 16, 11, 35, 16, 3, 1, 1), s(1, 5, 6, 33, 7, 3, 1, 0), s(1, 16, 5, 16, 15, 3, 1, 2),
     ]
 }()
 
@@ -133,6 +136,8 @@ let awkwardConvShapes: [Conv2dShape] = {
                         padH: 1, padW: 1),
             Conv2dShape(batch: 3, inChannels: 3, height: 30, width: 30, outChannels: 32, kernelH: 7, kernelW: 7,
                         strideH: 2, strideW: 2, padH: 3, padW: 3),
+            Conv2dShape(batch: 4, inChannels: 16, height: 12, width: 37, outChannels: 16, kernelH: 3, kernelW: 3,
+                        padH: 1, padW: 1),
         ]
         for shape in shapes {
             let k = ConvCase(shape, seed: 7)
