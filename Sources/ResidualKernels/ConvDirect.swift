@@ -151,10 +151,22 @@ struct DirectWeights {
     /// `w[o * oStride + c * cStride + tapIndex[t]]`, so forward and backward-data (transposed, flipped)
     /// share the loop. The innermost loop fills one 16-lane vector from 16 source rows read
     /// sequentially.
-    func pack(_ p: DirectPass, _ w: UnsafePointer<Float>, oStride: Int, cStride: Int, tapIndex: [Int]) {
+    ///
+    /// Output blocks are packed in parallel (each thread writes its own blocks): at batch 1 the
+    /// packing of a 512-channel 3x3 weight is a sizeable share of the pass.
+    func pack(_ p: DirectPass, _ w: UnsafePointer<Float>, oStride: Int, cStride: Int, tapIndex: [Int],
+              threads: Int? = nil) {
+        let box = UncheckedSendable(w)
+        parallelFor(blocks, minimumPerThread: blockStride * blocks < 65_536 ? Int.max : 1, threads: threads) {
+            pack(p, box.value, oStride: oStride, cStride: cStride, tapIndex: tapIndex, blocks: $0)
+        }
+    }
+
+    func pack(_ p: DirectPass, _ w: UnsafePointer<Float>, oStride: Int, cStride: Int, tapIndex: [Int],
+              blocks range: Range<Int>) {
         let taps = p.kh * p.kw
         tapIndex.withUnsafeBufferPointer { tap in
-            for blk in 0..<blocks {
+            for blk in range {
                 for c0 in stride(from: 0, to: p.inC, by: kc) {
                     let kcb = min(kc, p.inC - c0)
                     let base = data + blk * blockStride + taps * c0 * lanes
@@ -179,8 +191,48 @@ struct DirectWeights {
     }
 }
 
-/// Runs a direct pass split into jobs of (group of output-channel blocks, chunk of pixel tiles). For
-/// each channel block a job sweeps its tiles; on each tile it runs every output block of its group.
+/// How `runDirectPass` cuts its work, `blocks` output-channel blocks x `tiles` pixel tiles, into jobs:
+/// `blockParts` contiguous ranges of blocks times `tileParts` contiguous ranges of tiles, job `j`
+/// being (`j / tileParts`, `j % tileParts`); `parallelFor` hands each thread a contiguous run of jobs.
+struct DirectSplit: Equatable, CustomStringConvertible {
+    var blockParts: Int, tileParts: Int
+    var description: String { "\(blockParts)x\(tileParts)" }
+}
+
+/// The split whose busiest thread gets the fewest (block, tile) units, counted exactly through
+/// `parallelFor`'s contiguous cut; among equals, the one with fewer jobs (each job re-reads its
+/// weights, or its input), then the one that splits blocks when `preferBlocks` (weights larger than
+/// the input: each thread then reads only its share of the weights) and tiles otherwise.
+///
+/// Small maps have few tiles (ResNet-18 conv5_x at batch 1: 7 rows of 7 pixels) and large layers few
+/// blocks (8 blocks of 32 output channels at 256): a fixed choice of either leaves one core idle for
+/// part of the pass, e.g. 7 tiles on 2 threads is 4 + 3.
+func directSplit(blocks: Int, tiles: Int, threads t: Int, preferBlocks: Bool) -> DirectSplit {
+    var best = DirectSplit(blockParts: 1, tileParts: 1)
+    if t <= 1 || blocks * tiles <= 1 { return best }
+    var bestKey = (Int.max, Int.max, Int.max)
+    for bp in 1...min(blocks, 4 * t) {
+        for tp in 1...min(tiles, 4 * t) {
+            let jobs = bp * tp, used = min(t, jobs)
+            var worst = 0
+            for i in 0..<used {
+                var work = 0
+                for j in (jobs * i / used)..<(jobs * (i + 1) / used) {
+                    let bi = j / tp, ti = j % tp
+                    work += (blocks * (bi + 1) / bp - blocks * bi / bp) * (tiles * (ti + 1) / tp - tiles * ti / tp)
+                }
+                worst = max(worst, work)
+            }
+            let key = (worst, jobs, preferBlocks ? tp : bp)
+            if key < bestKey { bestKey = key; best = DirectSplit(blockParts: bp, tileParts: tp) }
+        }
+    }
+    return best
+}
+
+/// Runs a direct pass split into jobs of (range of output-channel blocks, range of pixel tiles), as
+/// `directSplit` chooses. A job walks its blocks in groups whose packed weights fit L2; for each
+/// channel block it sweeps its tiles, and on each tile it runs every output block of the group.
 /// Every output element sees the same sequence of FMAs whatever the split, so results do not depend on
 /// the thread count.
 func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWeights, tile: ConvTile,
@@ -190,94 +242,98 @@ func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWe
     let colTiles = (p.outW + R - 1) / R
     let tiles = p.batch * p.outH * colTiles
     let t = p.flops < 2_000_000 ? 1 : (threads ?? Threading.threadCount)
-    let groups = (w.blocks + w.group - 1) / w.group
-    var chunks = max(1, (2 * t + groups - 1) / groups)
-    while (groups * chunks) % t != 0 && chunks < 4 * t { chunks += 1 }
-    chunks = min(chunks, tiles)
+    let inputFloats = p.batch * p.inH * p.inW * p.inC, weightFloats = w.blocks * w.blockStride
+    let split = directSplit(blocks: w.blocks, tiles: tiles, threads: t, preferBlocks: weightFloats > inputFloats)
+    let bp = split.blockParts, tp = split.tileParts
     let scratchWidth = (R - 1) * p.sx + p.kw
     let box = UncheckedSendable((x, out))
-    parallelFor(groups * chunks, threads: t) { range in
+    parallelFor(bp * tp, threads: t) { range in
         let (x, out) = box.value
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: p.kh * scratchWidth * w.kc + 16)
         let result = UnsafeMutablePointer<Float>.allocate(capacity: R * lanes)
         defer { scratch.deallocate(); result.deallocate() }
         for job in range {
-            let grp = job / chunks, chunk = job % chunks
-            let t0 = tiles * chunk / chunks, t1 = tiles * (chunk + 1) / chunks
-            let b0 = grp * w.group, b1 = min(w.blocks, b0 + w.group)
-            for c0 in stride(from: 0, to: p.inC, by: w.kc) {
-                let kcb = min(w.kc, p.inC - c0)
-                let first = c0 == 0
-                for tl in t0..<t1 {
-                    let n = tl / (p.outH * colTiles), rest = tl % (p.outH * colTiles)
-                    let oy = rest / colTiles, ox0 = (rest % colTiles) * R
-                    let iyTop = oy * p.sy - p.padT
-                    let kyLo = max(0, -iyTop), kyHi = max(kyLo, min(p.kh, p.inH - iyTop))
-                    let ixLo = ox0 * p.sx - p.padL, ixHi = ixLo + scratchWidth
-                    var a: UnsafePointer<Float>, aOuter: Int, pixel: Int
-                    if ixLo >= 0 && ixHi <= p.inW {
-                        a = x + ((n * p.inH + iyTop + kyLo) * p.inW + ixLo) * p.inC + c0
-                        aOuter = p.inW * p.inC
-                        pixel = p.inC
-                    } else {
-                        // Edge tile: its rows, zero-bordered, channels c0..<c0+kcb.
-                        let lo = max(0, -ixLo), hi = max(lo, min(scratchWidth, p.inW - ixLo))
-                        for r in 0..<(kyHi - kyLo) {
-                            let dst = scratch + r * scratchWidth * kcb
-                            let src = x + ((n * p.inH + iyTop + kyLo + r) * p.inW + ixLo) * p.inC + c0
-                            if lo > 0 { dst.update(repeating: 0, count: lo * kcb) }
-                            if kcb == p.inC {
-                                (dst + lo * kcb).update(from: src + lo * p.inC, count: (hi - lo) * kcb)
-                            } else {
-                                for col in lo..<hi { (dst + col * kcb).update(from: src + col * p.inC, count: kcb) }
-                            }
-                            if hi < scratchWidth {
-                                (dst + hi * kcb).update(repeating: 0, count: (scratchWidth - hi) * kcb)
-                            }
-                        }
-                        a = UnsafePointer(scratch)
-                        aOuter = scratchWidth * kcb
-                        pixel = kcb
-                    }
-                    // One contiguous run per kernel row when a pixel holds exactly the block's channels.
-                    let run = pixel == kcb
-                    let inner = run ? 1 : p.kw, length = run ? p.kw * kcb : kcb
-                    let fullRow = ox0 + R <= p.outW
-                    let tapReuse = run && reuse
-                    for blk in b0..<b1 {
-                        let o0 = blk * lanes, validLanes = min(lanes, p.outC - o0)
-                        let b = UnsafePointer(w.data + blk * w.blockStride + p.kh * p.kw * c0 * lanes
-                                              + kyLo * p.kw * kcb * lanes)
-                        let dst = out + n * p.outImage + oy * p.outRow + ox0 * p.outPixel + o0
-                        if tapReuse {
-                            let full = fullRow && validLanes == lanes
-                            convTap3x16(outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
-                                        channels: kcb, a: a, pixel: pixel, b: b, c: full ? dst : result,
-                                        cStride: full ? p.outPixel : lanes, accumulate: full && !first)
-                            if full { continue }
-                            for r in 0..<min(R, p.outW - ox0) {
-                                let d = dst + r * p.outPixel, s = result + r * lanes
-                                if first {
-                                    d.update(from: s, count: validLanes)
+            let bPart = job / tp, tPart = job % tp
+            let t0 = tiles * tPart / tp, t1 = tiles * (tPart + 1) / tp
+            let jb0 = w.blocks * bPart / bp, jb1 = w.blocks * (bPart + 1) / bp
+            // The job's blocks in L2-sized groups of equal size (8 blocks at most 7 per group: 4 + 4).
+            let subgroups = (jb1 - jb0 + w.group - 1) / w.group
+            for g in 0..<subgroups {
+                let b0 = jb0 + (jb1 - jb0) * g / subgroups, b1 = jb0 + (jb1 - jb0) * (g + 1) / subgroups
+                for c0 in stride(from: 0, to: p.inC, by: w.kc) {
+                    let kcb = min(w.kc, p.inC - c0)
+                    let first = c0 == 0
+                    for tl in t0..<t1 {
+                        let n = tl / (p.outH * colTiles), rest = tl % (p.outH * colTiles)
+                        let oy = rest / colTiles, ox0 = (rest % colTiles) * R
+                        let iyTop = oy * p.sy - p.padT
+                        let kyLo = max(0, -iyTop), kyHi = max(kyLo, min(p.kh, p.inH - iyTop))
+                        let ixLo = ox0 * p.sx - p.padL, ixHi = ixLo + scratchWidth
+                        var a: UnsafePointer<Float>, aOuter: Int, pixel: Int
+                        if ixLo >= 0 && ixHi <= p.inW {
+                            a = x + ((n * p.inH + iyTop + kyLo) * p.inW + ixLo) * p.inC + c0
+                            aOuter = p.inW * p.inC
+                            pixel = p.inC
+                        } else {
+                            // Edge tile: its rows, zero-bordered, channels c0..<c0+kcb.
+                            let lo = max(0, -ixLo), hi = max(lo, min(scratchWidth, p.inW - ixLo))
+                            for r in 0..<(kyHi - kyLo) {
+                                let dst = scratch + r * scratchWidth * kcb
+                                let src = x + ((n * p.inH + iyTop + kyLo + r) * p.inW + ixLo) * p.inC + c0
+                                if lo > 0 { dst.update(repeating: 0, count: lo * kcb) }
+                                if kcb == p.inC {
+                                    (dst + lo * kcb).update(from: src + lo * p.inC, count: (hi - lo) * kcb)
                                 } else {
-                                    for l in 0..<validLanes { d[l] += s[l] }
+                                    for col in lo..<hi { (dst + col * kcb).update(from: src + col * p.inC, count: kcb) }
+                                }
+                                if hi < scratchWidth {
+                                    (dst + hi * kcb).update(repeating: 0, count: (scratchWidth - hi) * kcb)
                                 }
                             }
-                        } else if fullRow && validLanes == lanes {
-                            convTile(tile, outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
-                                     inner: inner, aInner: pixel, length: length, a: a, rowStride: p.sx * pixel,
-                                     kStride: 1, b: b, bStride: lanes, c: dst, cStride: p.outPixel,
-                                     accumulate: !first)
-                        } else {
-                            convTile(tile, outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
-                                     inner: inner, aInner: pixel, length: length, a: a, rowStride: p.sx * pixel,
-                                     kStride: 1, b: b, bStride: lanes, c: result, cStride: lanes, accumulate: false)
-                            for r in 0..<min(R, p.outW - ox0) {
-                                let d = dst + r * p.outPixel, s = result + r * lanes
-                                if first {
-                                    d.update(from: s, count: validLanes)
-                                } else {
-                                    for l in 0..<validLanes { d[l] += s[l] }
+                            a = UnsafePointer(scratch)
+                            aOuter = scratchWidth * kcb
+                            pixel = kcb
+                        }
+                        // One contiguous run per kernel row when a pixel holds exactly the block's channels.
+                        let run = pixel == kcb
+                        let inner = run ? 1 : p.kw, length = run ? p.kw * kcb : kcb
+                        let fullRow = ox0 + R <= p.outW
+                        let tapReuse = run && reuse
+                        for blk in b0..<b1 {
+                            let o0 = blk * lanes, validLanes = min(lanes, p.outC - o0)
+                            let b = UnsafePointer(w.data + blk * w.blockStride + p.kh * p.kw * c0 * lanes
+                                                  + kyLo * p.kw * kcb * lanes)
+                            let dst = out + n * p.outImage + oy * p.outRow + ox0 * p.outPixel + o0
+                            if tapReuse {
+                                let full = fullRow && validLanes == lanes
+                                convTap3x16(outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
+                                            channels: kcb, a: a, pixel: pixel, b: b, c: full ? dst : result,
+                                            cStride: full ? p.outPixel : lanes, accumulate: full && !first)
+                                if full { continue }
+                                for r in 0..<min(R, p.outW - ox0) {
+                                    let d = dst + r * p.outPixel, s = result + r * lanes
+                                    if first {
+                                        d.update(from: s, count: validLanes)
+                                    } else {
+                                        for l in 0..<validLanes { d[l] += s[l] }
+                                    }
+                                }
+                            } else if fullRow && validLanes == lanes {
+                                convTile(tile, outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
+                                         inner: inner, aInner: pixel, length: length, a: a, rowStride: p.sx * pixel,
+                                         kStride: 1, b: b, bStride: lanes, c: dst, cStride: p.outPixel,
+                                         accumulate: !first)
+                            } else {
+                                convTile(tile, outer: kyHi - kyLo, aOuter: aOuter, bOuter: p.kw * kcb * lanes,
+                                         inner: inner, aInner: pixel, length: length, a: a, rowStride: p.sx * pixel,
+                                         kStride: 1, b: b, bStride: lanes, c: result, cStride: lanes, accumulate: false)
+                                for r in 0..<min(R, p.outW - ox0) {
+                                    let d = dst + r * p.outPixel, s = result + r * lanes
+                                    if first {
+                                        d.update(from: s, count: validLanes)
+                                    } else {
+                                        for l in 0..<validLanes { d[l] += s[l] }
+                                    }
                                 }
                             }
                         }
@@ -333,10 +389,11 @@ func directTile(_ p: DirectPass) -> ConvTile {
 }
 
 /// Packs the forward weight `[O, C, kh, kw]` for a direct pass.
-func packForwardWeights(_ p: DirectPass, _ weight: UnsafePointer<Float>, lanes: Int) -> DirectWeights {
+func packForwardWeights(_ p: DirectPass, _ weight: UnsafePointer<Float>, lanes: Int,
+                        threads: Int? = nil) -> DirectWeights {
     let w = DirectWeights(p, lanes: lanes)
     let taps = p.kh * p.kw
-    w.pack(p, weight, oStride: p.inC * taps, cStride: taps, tapIndex: Array(0..<taps))
+    w.pack(p, weight, oStride: p.inC * taps, cStride: taps, tapIndex: Array(0..<taps), threads: threads)
     return w
 }
 

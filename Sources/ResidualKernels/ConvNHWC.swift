@@ -134,7 +134,7 @@ func directForward(_ s: Conv2dShape, input: UnsafePointer<Float>, weight: Unsafe
                        outImage: s.outH * s.outW * s.outChannels, outRow: s.outW * s.outChannels,
                        outPixel: s.outChannels)
     let tile = directTile(p)
-    let w = packForwardWeights(p, weight, lanes: tile.lanes)
+    let w = packForwardWeights(p, weight, lanes: tile.lanes, threads: threads)
     defer { w.deallocate() }
     runDirectPass(p, x: input, weights: w, tile: tile, out: output, threads: threads)
 }
@@ -193,7 +193,7 @@ func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weig
                 }
             }
             // Output channel of this pass = input channel ci of the layer; its input = layer output o.
-            w.pack(p, weight, oStride: taps, cStride: c * taps, tapIndex: tapIndex)
+            w.pack(p, weight, oStride: taps, cStride: c * taps, tapIndex: tapIndex, threads: threads)
             runDirectPass(p, x: gradOutput, weights: w, tile: tile, out: base, threads: threads)
         }
     }

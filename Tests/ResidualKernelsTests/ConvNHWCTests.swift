@@ -159,6 +159,51 @@ let awkwardConvShapes: [Conv2dShape] = {
         }
     }
 
+    /// Shapes large enough (over 2 MFLOP) for the direct pass to split across threads, chosen so the
+    /// split falls on awkward boundaries: few pixel tiles (7x7 and 5x5 maps: split over output-channel
+    /// blocks), channel counts leaving a partial last block (80, 272, 520), L2 groups cut in two
+    /// (256 -> 256 3x3: 8 blocks, at most 7 per group), stride-2 backward-data phases.
+    static let splitShapes: [Conv2dShape] = {
+        func s(_ n: Int, _ c: Int, _ hw: Int, _ o: Int, _ k: Int, _ stride: Int) -> Conv2dShape {
+            Conv2dShape(batch: n, inChannels: c, height: hw, width: hw, outChannels: o, kernelH: k, kernelW: k,
+                        strideH: stride, strideW: stride, padH: k / 2, padW: k / 2)
+        }
+        return [s(1, 64, 7, 80, 3, 1), s(1, 96, 9, 272, 3, 2), s(2, 40, 14, 48, 3, 1), s(1, 200, 7, 520, 1, 1),
+                s(1, 256, 7, 256, 3, 1), s(3, 64, 11, 144, 3, 2)]
+    }()
+
+    /// Every pass of every algorithm with 1, 2 and 3 threads on `splitShapes`: within the rigorous
+    /// bound of the Double reference, and bit-identical whatever the thread count (a job that
+    /// skipped, repeated or overlapped a block or tile range, or a thread-dependent summation order,
+    /// fails one or the other).
+    @Test(arguments: splitShapes)
+    func splitsMatchReference(_ shape: Conv2dShape) {
+        let k = ConvCase(shape, seed: 11)
+        let fwd = k.forwardReference(), bwdD = k.backwardDataReference(), bwdW = k.backwardWeightReference()
+        for alg in ConvAlgorithm.allCases where alg.supports(shape) && alg != .grouped {
+            var results: [[Float]] = []
+            for threads in [1, 2, 3] {
+                var y = [Float](repeating: .nan, count: k.dy.count)
+                conv2dForwardNHWC(shape, input: k.x, weight: k.w, bias: k.bias, output: &y, algorithm: alg,
+                                  threads: threads)
+                var dx = [Float](repeating: .nan, count: k.x.count)
+                conv2dBackwardDataNHWC(shape, gradOutput: k.dy, weight: k.w, gradInput: &dx, algorithm: alg,
+                                       threads: threads)
+                var dw = [Float](repeating: .nan, count: k.w.count)
+                conv2dBackwardWeightNHWC(shape, input: k.x, gradOutput: k.dy, gradWeight: &dw, gradBias: nil,
+                                         algorithm: alg, threads: threads)
+                let rf = worstRatio(y, fwd.values, magnitude: fwd.magnitude, terms: k.forwardTerms)
+                let rd = worstRatio(dx, bwdD.values, magnitude: bwdD.magnitude, terms: k.backwardDataTerms)
+                let rw = worstRatio(dw, bwdW.values, magnitude: bwdW.magnitude, terms: k.backwardWeightTerms)
+                #expect(rf <= 1, "forward \(alg) t\(threads) \(k): \(rf)")
+                #expect(rd <= 1, "backward-data \(alg) t\(threads) \(k): \(rd)")
+                #expect(rw <= 1, "backward-weight \(alg) t\(threads) \(k): \(rw)")
+                results.append(y + dx + dw)
+            }
+            #expect(results[0] == results[1] && results[1] == results[2], "\(alg) \(k) depends on threads")
+        }
+    }
+
     /// The NHWC kernels agree with the NCHW im2col kernels on a ResNet-like layer (transposed).
     @Test func agreesWithNCHWKernels() {
         let shape = Conv2dShape(batch: 2, inChannels: 16, height: 10, width: 10, outChannels: 32, kernelH: 3,
