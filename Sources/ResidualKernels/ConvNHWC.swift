@@ -223,9 +223,14 @@ func directBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, gradOut
     if oPad != p.outC {
         let pixels = p.batch * p.outH * p.outW
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: pixels * oPad)
-        for q in 0..<pixels {
-            (buffer + q * oPad).update(from: gradOutput + q * p.outC, count: p.outC)
-            (buffer + q * oPad + p.outC).update(repeating: 0, count: oPad - p.outC)
+        // In parallel: at 2 threads a serial copy was ~10% of ResNet-18 conv3_x's backward-weight.
+        let box = UncheckedSendable((buffer, gradOutput))
+        parallelFor(pixels, minimumPerThread: 2048, threads: threads) { range in
+            let (buffer, gradOutput) = box.value
+            for q in range {
+                (buffer + q * oPad).update(from: gradOutput + q * p.outC, count: p.outC)
+                (buffer + q * oPad + p.outC).update(repeating: 0, count: oPad - p.outC)
+            }
         }
         paddedDy = buffer
         dy = UnsafePointer(buffer)
@@ -241,7 +246,11 @@ func directBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, gradOut
         let image = hp * wp * c
         let buffer = UnsafeMutablePointer<Float>.allocate(capacity: p.batch * image + tl.rows + 16)
         (buffer + p.batch * image).update(repeating: 0, count: tl.rows + 16)
-        for n in 0..<p.batch { fillBand(p, input, n: n, rows: hp, width: wp, buffer + n * image) }
+        let box = UncheckedSendable((buffer, input))
+        parallelFor(p.batch, minimumPerThread: image < 65_536 ? 8 : 1, threads: threads) { range in
+            let (buffer, input) = box.value
+            for n in range { fillBand(p, input, n: n, rows: hp, width: wp, buffer + n * image) }
+        }
         paddedX = buffer
         x = UnsafePointer(buffer)
         p.inH = hp; p.inW = wp; p.padT = 0; p.padL = 0
