@@ -8,6 +8,16 @@ import Synchronization
 /// return `nil` for it and skip the work (a first convolution never computes its data gradient).
 public typealias BackwardRule = (_ gradient: Tensor, _ needs: [Bool]) -> [Tensor?]
 
+/// A backward rule that adds its contributions into the gradients accumulated so far for its inputs
+/// (`accumulated[i]`, nil when nothing has arrived yet), instead of returning them to be added by
+/// the tape in a separate pass: a convolution's backward-data writes `gradInput += convᵀ(g)` in its
+/// own epilogue (`beta = 1`), so the residual input's gradient costs no extra pass over memory.
+/// On return `accumulated[i]` must be the old value plus the contribution (or left unchanged when
+/// `needs[i]` is false); a tensor in `accumulated` is uniquely referenced by the array when nothing
+/// else holds it, so the rule may write into it in place after checking that with
+/// `isKnownUniquelyReferenced`.
+public typealias AccumulatingBackwardRule = (_ gradient: Tensor, _ needs: [Bool], _ accumulated: inout [Tensor?]) -> Void
+
 /// A tape for reverse-mode automatic differentiation.
 ///
 /// While `record { ... }` runs, every differentiable op whose inputs include a value recorded on this
@@ -31,6 +41,7 @@ public final class Tape: @unchecked Sendable {
     struct Node {
         var inputs: [Int]
         var backward: BackwardRule?
+        var accumulatingBackward: AccumulatingBackwardRule? = nil
         /// The layout of the value this node produced: its gradient is handed on in this layout.
         var layout: Tensor.Layout = .standard
         /// The recording function and output shape, kept only while `OpProfile` is on.
@@ -109,6 +120,18 @@ public final class Tape: @unchecked Sendable {
     /// gradients in any layout (the tape converts each to the layout of the value it belongs to).
     public static func recordOp(_ output: Tensor, inputs: [Tensor], function: StaticString = #function,
                                 backward: @escaping BackwardRule) -> Tensor {
+        record(output, inputs: inputs, function: function, Node(inputs: [], backward: backward))
+    }
+
+    /// `recordOp` for an op whose backward adds into its inputs' gradients in place
+    /// (`AccumulatingBackwardRule`).
+    public static func recordOp(_ output: Tensor, inputs: [Tensor], function: StaticString = #function,
+                                accumulatingBackward: @escaping AccumulatingBackwardRule) -> Tensor {
+        record(output, inputs: inputs, function: function,
+               Node(inputs: [], backward: nil, accumulatingBackward: accumulatingBackward))
+    }
+
+    private static func record(_ output: Tensor, inputs: [Tensor], function: StaticString, _ node: Node) -> Tensor {
         guard let tape = Tape.current else { return output.detached }
         let profileKey = OpProfile.isEnabled ? OpProfile.key(function, output.shape) : nil
         if let profileKey { tape.profileForward(profileKey) }
@@ -119,9 +142,11 @@ public final class Tape: @unchecked Sendable {
         }
         guard any else { return output.detached }
         var out = output.detached
-        out.trace = Tensor.Trace(tapeID: tape.id,
-                                 index: tape.append(Node(inputs: indices, backward: backward,
-                                                         layout: output.layout, profileKey: profileKey)))
+        var node = node
+        node.inputs = indices
+        node.layout = output.layout
+        node.profileKey = profileKey
+        out.trace = Tensor.Trace(tapeID: tape.id, index: tape.append(node))
         return out
     }
 
@@ -201,8 +226,25 @@ public final class Tape: @unchecked Sendable {
                 if g.layout != node.layout { g = g.relaid(node.layout, for: "Tape.backward") }
                 if keep.contains(i) { kept[i] = g }
                 if let p = parameters[i] { p.accumulateGradient(g) }
-                guard let rule = node.backward else { continue }
                 let needs = node.inputs.map { $0 >= 0 && wanted[$0] }
+                if let rule = node.accumulatingBackward, needs.contains(true) {
+                    // Hand over the gradients so far (the tape lets go of them, so a rule can write in
+                    // place); a value that is an input twice gets its running sum in its first slot
+                    // only, and the later slots' contributions are added afterwards.
+                    var accumulated = [Tensor?](repeating: nil, count: node.inputs.count)
+                    var first = [Bool](repeating: false, count: node.inputs.count)
+                    for (k, j) in node.inputs.enumerated() where j >= 0 && wanted[j] && !node.inputs[..<k].contains(j) {
+                        accumulated[k] = grads[j]; grads[j] = nil; first[k] = true
+                    }
+                    rule(g, needs, &accumulated)
+                    for (k, j) in node.inputs.enumerated() where j >= 0 && wanted[j] {
+                        guard let ig = accumulated[k] else { continue }
+                        if first[k] || grads[j] == nil { grads[j] = ig } else { grads[j]!.accumulate(ig) }
+                    }
+                    if let key = node.profileKey { OpProfile.add(key + " backward", OpProfile.now() - t0) }
+                    continue
+                }
+                guard let rule = node.backward else { continue }
                 if !needs.contains(true) { continue }
                 let inputGrads = rule(g, needs)
                 precondition(inputGrads.count == node.inputs.count, "Tape: a backward rule returned \(inputGrads.count) gradients for \(node.inputs.count) inputs")

@@ -236,7 +236,7 @@ func directSplit(blocks: Int, tiles: Int, threads t: Int, preferBlocks: Bool) ->
 /// Every output element sees the same sequence of FMAs whatever the split, so results do not depend on
 /// the thread count.
 func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWeights, tile: ConvTile,
-                   out: UnsafeMutablePointer<Float>, threads: Int?) {
+                   out: UnsafeMutablePointer<Float>, accumulate: Bool = false, threads: Int?) {
     let lanes = tile.lanes, R = tile.rows
     let reuse = usesTapReuse(p, tile)
     let colTiles = (p.outW + R - 1) / R
@@ -262,7 +262,7 @@ func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWe
                 let b0 = jb0 + (jb1 - jb0) * g / subgroups, b1 = jb0 + (jb1 - jb0) * (g + 1) / subgroups
                 for c0 in stride(from: 0, to: p.inC, by: w.kc) {
                     let kcb = min(w.kc, p.inC - c0)
-                    let first = c0 == 0
+                    let first = c0 == 0 && !accumulate   // the first channel block stores, later ones add
                     for tl in t0..<t1 {
                         let n = tl / (p.outH * colTiles), rest = tl % (p.outH * colTiles)
                         let oy = rest / colTiles, ox0 = (rest % colTiles) * R

@@ -52,22 +52,40 @@ public func conv2dForwardNHWC(_ s: Conv2dShape, input: UnsafePointer<Float>, wei
     if let bias, alg != .grouped { addBias(s.batch * s.outH * s.outW, s.outChannels, bias, output) }
 }
 
-/// `gradInput[N, H, W, C]` (overwritten) from `gradOutput[N, OH, OW, O]` and `weight[O, C/groups, kh, kw]`.
+/// `gradInput[N, H, W, C]` (overwritten, or with `accumulate` added to) from `gradOutput[N, OH, OW, O]`
+/// and `weight[O, C/groups, kh, kw]`.
+///
+/// - Parameter accumulate: `gradInput += convᵀ(gradOutput)` (GEMM's `beta = 1`): the residual
+///   input's gradient is summed in the direct kernel's epilogue, while the tile is in registers,
+///   instead of in a separate pass over memory. For a direct pass whose input channels fit one
+///   channel block (every CIFAR layer) each element is `old + full sum`, the same bits as computing
+///   the sum and adding it afterwards.
 public func conv2dBackwardDataNHWC(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                                   gradInput: UnsafeMutablePointer<Float>,
+                                   gradInput: UnsafeMutablePointer<Float>, accumulate: Bool = false,
                                    algorithm: ConvAlgorithm? = nil, threads: Int? = nil) {
     let inputCount = s.batch * s.height * s.width * s.inChannels
     if inputCount == 0 { return }
     if s.outChannels == 0 || s.outH <= 0 || s.outW <= 0 {
-        gradInput.update(repeating: 0, count: inputCount)
+        if !accumulate { gradInput.update(repeating: 0, count: inputCount) }
         return
     }
     let alg = algorithm ?? ConvAlgorithm.choose(s, .backwardData)
     precondition(alg.supports(s), "conv2dBackwardDataNHWC: \(alg) does not support \(s)")
+    if accumulate && alg != .direct {
+        // Only the direct kernel accumulates in its epilogue: the others go through a scratch buffer.
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
+        defer { scratch.deallocate() }
+        conv2dBackwardDataNHWC(s, gradOutput: gradOutput, weight: weight, gradInput: scratch, algorithm: alg,
+                               threads: threads)
+        ResidualKernels.accumulate(inputCount, scratch, into: gradInput, threads: threads)
+        return
+    }
     switch alg {
     case .grouped: groupedNHWC(s, .backwardData, a: gradOutput, b: weight, out: gradInput, bias: nil, threads: threads)
     case .gemm: gemmBackwardData(s, gradOutput: gradOutput, weight: weight, gradInput: gradInput, threads: threads)
-    case .direct: directBackwardData(s, gradOutput: gradOutput, weight: weight, gradInput: gradInput, threads: threads)
+    case .direct:
+        directBackwardData(s, gradOutput: gradOutput, weight: weight, gradInput: gradInput, accumulate: accumulate,
+                           threads: threads)
     }
 }
 
@@ -160,7 +178,7 @@ struct DataPhase {
 /// Backward-data as direct passes over the output gradient: one stride-1 correlation with the flipped,
 /// transposed kernel per stride phase (sy x sx phases; a phase that no tap reaches is zero).
 func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                        gradInput: UnsafeMutablePointer<Float>, threads: Int?) {
+                        gradInput: UnsafeMutablePointer<Float>, accumulate: Bool = false, threads: Int?) {
     let c = s.inChannels, taps = s.kernelH * s.kernelW
     for py in 0..<s.strideH {
         let ph = DataPhase(phase: py, size: s.height, kernel: s.kernelH, stride: s.strideH, padding: s.padH)
@@ -174,6 +192,7 @@ func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weig
                                outImage: s.height * s.width * c, outRow: s.strideH * s.width * c,
                                outPixel: s.strideW * c)
             if p.kh == 0 || p.kw == 0 {
+                if accumulate { continue }
                 for n in 0..<s.batch {
                     for a in 0..<p.outH {
                         for b in 0..<p.outW {
@@ -194,7 +213,7 @@ func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weig
             }
             // Output channel of this pass = input channel ci of the layer; its input = layer output o.
             w.pack(p, weight, oStride: taps, cStride: c * taps, tapIndex: tapIndex, threads: threads)
-            runDirectPass(p, x: gradOutput, weights: w, tile: tile, out: base, threads: threads)
+            runDirectPass(p, x: gradOutput, weights: w, tile: tile, out: base, accumulate: accumulate, threads: threads)
         }
     }
 }

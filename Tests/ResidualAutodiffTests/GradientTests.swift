@@ -159,6 +159,25 @@ import ResidualTestSupport
         expectPass(check)
     }
 
+    /// A convolution's backward-data adds into the gradient its input already holds (the residual
+    /// input of a block, in place): the shortcut's gradient arriving before the convolution's, after
+    /// it, and a tensor that is both a convolution's input and its weight (the tape hands the running
+    /// sum to one slot only).
+    @Test func convolutionAccumulatesIntoItsInputsGradient() {
+        let x = testTensor([2, 3, 5, 5], seed: 40), w = testTensor([3, 3, 3, 3], seed: 41, lower: -0.5, upper: 0.5)
+        // Smooth ops only (tanh, +): a ReLU kink inside the finite-difference step would fail the check
+        // for reasons unrelated to the accumulation. `+` keeps the convolution's channels-last layout
+        // and hands the same gradient to both terms, as addReLU does in a block.
+        expectPass(checkGradients([x, w]) { t in
+            tanh(conv2d(tanh(conv2d(t[0], t[1], padding: 1)), t[1], padding: 1)) + t[0]
+        })
+        expectPass(checkGradients([x, w]) { t in
+            let r = tanh(t[0])
+            return conv2d(t[0], t[1], padding: 1) + r
+        })
+        expectPass(checkGradients([testTensor([1, 1, 3, 3], seed: 42)]) { t in conv2d(t[0], t[0], padding: 1) })
+    }
+
     @Test(arguments: [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0)])
     func pooling(_ c: (Int, Int, Int)) {
         let (k, s, p) = c

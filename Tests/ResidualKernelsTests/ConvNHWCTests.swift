@@ -129,6 +129,32 @@ let awkwardConvShapes: [Conv2dShape] = {
         }
     }
 
+    /// `accumulate: true` adds the input gradient to what `gradInput` held (the residual input's
+    /// gradient summed in the kernel's epilogue): every algorithm, awkward shapes, 1 and 2 threads,
+    /// against old + the Double reference, and bit-identical across thread counts. A kernel that
+    /// overwrote instead of adding (or added twice, or skipped a stride phase) is off by the old
+    /// values, of order 1, against a bound of order 1e-6.
+    @Test(arguments: awkwardConvShapes)
+    func backwardDataAccumulates(_ shape: Conv2dShape) {
+        let k = ConvCase(shape, seed: 5)
+        let ref = k.backwardDataReference()
+        let old = convTestValues(k.x.count, seed: 99)
+        let want = zip(ref.values, old).map { Float(Double($0) + Double($1)) }
+        let magnitude = zip(ref.magnitude, old).map { $0 + abs($1) }
+        for alg in ConvAlgorithm.allCases where alg.supports(shape) {
+            var byThreads: [[Float]] = []
+            for threads in [1, 2] {
+                var dx = old
+                conv2dBackwardDataNHWC(shape, gradOutput: k.dy, weight: k.w, gradInput: &dx, accumulate: true,
+                                       algorithm: alg, threads: threads)
+                let r = worstRatio(dx, want, magnitude: magnitude, terms: k.backwardDataTerms + 1)
+                #expect(r <= 1, "accumulating backward-data \(alg) t\(threads) \(k): \(r)")
+                byThreads.append(dx)
+            }
+            #expect(byThreads[0] == byThreads[1], "accumulating backward-data \(alg) \(k): differs by thread count")
+        }
+    }
+
     /// Results are bit-identical for 1 and 2 threads (and run to run), for every pass.
     @Test func independentOfThreadCount() {
         let shapes = [

@@ -33,12 +33,26 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil,
     let (cx, cw, inputLayout) = (xc.detached, weight.detached, x.layout)
     var inputs = [x, weight]
     if let bias { inputs.append(bias) }
-    return Tape.recordOp(y, inputs: inputs) { g, needs in
+    return Tape.recordOp(y, inputs: inputs) { (g: Tensor, needs: [Bool], accumulated: inout [Tensor?]) in
         let g = g.relaid(.channelsLast, for: "conv2d backward")
-        let gx: Tensor? = needs[0] ? Tensor(shape: cx.shape, layout: .channelsLast) { gi in
-            conv2dBackwardDataNHWC(s, gradOutput: g.rawStorage.pointer, weight: cw.storage.pointer,
-                                   gradInput: gi.baseAddress!)
-        }.relaid(inputLayout, for: "conv2d backward") : nil
+        if needs[0] {
+            // The input's gradient so far (a residual block's input already holds its shortcut's
+            // gradient): when it is channels-last and only this rule holds it, backward-data adds
+            // into it in its epilogue instead of the tape adding a new tensor in a separate pass.
+            if var acc = accumulated[0], acc.layout == .channelsLast {
+                accumulated[0] = nil
+                acc.makeStorageUnique()   // copies only if someone else still holds it
+                conv2dBackwardDataNHWC(s, gradOutput: g.rawStorage.pointer, weight: cw.storage.pointer,
+                                       gradInput: acc.rawStorage.pointer, accumulate: true)
+                accumulated[0] = acc
+            } else {
+                let gx = Tensor(shape: cx.shape, layout: .channelsLast) { gi in
+                    conv2dBackwardDataNHWC(s, gradOutput: g.rawStorage.pointer, weight: cw.storage.pointer,
+                                           gradInput: gi.baseAddress!)
+                }.relaid(inputLayout, for: "conv2d backward")
+                if accumulated[0] == nil { accumulated[0] = gx } else { accumulated[0]!.accumulate(gx) }
+            }
+        }
         let wantWeight = needs[1], wantBias = needs.count == 3 && needs[2]
         var gw: Tensor? = nil, gb: Tensor? = nil
         if wantBias {
@@ -61,9 +75,10 @@ public func conv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor? = nil,
                                          gradWeight: gwp.baseAddress!, gradBias: nil)
             }
         }
-        var grads: [Tensor?] = [gx, gw]
-        if needs.count == 3 { grads.append(gb) }
-        return grads
+        for (k, t) in [(1, gw), (2, gb)] where k < needs.count {
+            guard let t else { continue }
+            if accumulated[k] == nil { accumulated[k] = t } else { accumulated[k]!.accumulate(t) }
+        }
     }
 }
 
