@@ -220,6 +220,9 @@ func directBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weig
 
 func directBackwardWeight(_ s: Conv2dShape, input: UnsafePointer<Float>, gradOutput: UnsafePointer<Float>,
                           gradWeight: UnsafeMutablePointer<Float>, threads: Int?) {
+    if usesBackwardWeightC16(s) {   // CIFAR's 16-channel stage (ConvCIFAR.swift)
+        return backwardWeightC16(s, input: input, gradOutput: gradOutput, gradWeight: gradWeight, threads: threads)
+    }
     var p = DirectPass(batch: s.batch, inH: s.height, inW: s.width, inC: s.inChannels,
                        outH: s.outH, outW: s.outW, outC: s.outChannels,
                        kh: s.kernelH, kw: s.kernelW, sy: s.strideH, sx: s.strideW, padT: s.padH, padL: s.padW,

@@ -96,6 +96,11 @@ let awkwardConvShapes: [Conv2dShape] = {
         // The tap-reuse kernel (3-wide, stride 1, <= 16 output channels): full 16-pixel tiles, edge
         // tiles and row tails, in forward and backward-data.
         s(2, 16, 11, 35, 16, 3, 1, 1), s(1, 5, 6, 33, 7, 3, 1, 0), s(1, 16, 5, 16, 15, 3, 1, 2),
+        // The 16-input-channel backward-weight kernel (C = 16, 3-wide, O % 8 == 0): stride 2 and 3,
+        // 1x1 and 2-wide images, padding beyond the kernel's reach, 5-tall kernels, 8..48 outputs
+        // (also s(2, 16, 11, 35, 16, ...) and s(1, 16, 7, 9, 64, ...) above).
+        s(3, 16, 9, 13, 32, 3, 2, 1), s(2, 16, 1, 1, 24, 3, 1, 1), s(1, 16, 4, 2, 8, 3, 3, 3),
+        s(1, 16, 6, 3, 8, 5, 1, 2, kw: 3), s(3, 16, 7, 17, 48, 3, 1, 1),
     ]
 }()
 
