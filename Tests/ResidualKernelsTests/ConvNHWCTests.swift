@@ -190,21 +190,25 @@ let awkwardConvShapes: [Conv2dShape] = {
         }
     }
 
-    /// Shapes large enough (over 2 MFLOP) for the direct pass to split across threads, chosen so the
+    /// Shapes large enough (over 16 MFLOP) for the direct pass to split across threads, chosen so the
     /// split falls on awkward boundaries: few pixel tiles (7x7 and 5x5 maps: split over output-channel
     /// blocks), channel counts leaving a partial last block (80, 272, 520), L2 groups cut in two
     /// (256 -> 256 3x3: 8 blocks, at most 7 per group), stride-2 backward-data phases, and the padded
-    /// copies backward-weight makes.
+    /// or subsampled copies backward-weight makes.
     static let splitShapes: [Conv2dShape] = {
         func s(_ n: Int, _ c: Int, _ hw: Int, _ o: Int, _ k: Int, _ stride: Int) -> Conv2dShape {
             Conv2dShape(batch: n, inChannels: c, height: hw, width: hw, outChannels: o, kernelH: k, kernelW: k,
                         strideH: stride, strideW: stride, padH: k / 2, padW: k / 2)
         }
-        return [s(1, 64, 7, 80, 3, 1), s(1, 96, 9, 272, 3, 2), s(2, 40, 14, 48, 3, 1), s(1, 200, 7, 520, 1, 1),
+        return [s(1, 256, 7, 80, 3, 1), s(1, 160, 17, 272, 3, 2), s(2, 64, 14, 48, 3, 1), s(1, 400, 7, 520, 1, 1),
                 s(1, 256, 7, 256, 3, 1), s(3, 64, 11, 144, 3, 2),
                 // Backward-weight's parallel copies: dY padded to the register block's lanes (40 -> 48,
                 // 4608 pixels) and the input padded per image for a stem-like C = 3 (155 x 155 x 3).
-                s(2, 16, 48, 40, 3, 1), s(2, 3, 150, 16, 7, 2)]
+                s(2, 16, 48, 40, 3, 1), s(2, 3, 150, 16, 7, 2),
+                // A strided 1x1 whose GEMM path subsamples the input in parallel (80 rows of 20 x 64).
+                s(4, 64, 40, 128, 1, 2),
+                // The tap-reuse kernel (3-wide, stride 1, 16 output channels), split over tiles.
+                s(4, 16, 40, 16, 3, 1)]
     }()
 
     /// Every pass of every algorithm with 1, 2 and 3 threads on `splitShapes`: within the rigorous
