@@ -10,6 +10,7 @@ public final class Parameter: @unchecked Sendable {
     private var _data: Tensor
     private var _grad: Tensor?
     private var _requiresGrad: Bool
+    private var _version = 0
 
     public init(_ data: Tensor, requiresGrad: Bool = true) {
         _data = data.detached
@@ -23,9 +24,14 @@ public final class Parameter: @unchecked Sendable {
             lock.withLock {
                 shapeCheck(newValue.shape == _data.shape, "Parameter.data: cannot assign \(describe(newValue.shape)) to a parameter of shape \(describe(_data.shape))")
                 _data = newValue.detached
+                _version += 1
             }
         }
     }
+
+    /// Counts the changes of `data` (assignments and `update`s): caches derived from the values
+    /// (an inference plan's folded, packed weights) compare it to know when to rebuild.
+    public var version: Int { lock.withLock { _version } }
 
     /// The accumulated gradient, or nil if no backward pass reached it since the last `zeroGrad`.
     public var grad: Tensor? {
@@ -61,6 +67,6 @@ public final class Parameter: @unchecked Sendable {
     /// Replaces the values in place with `body` (used by optimizers; copy-on-write keeps other
     /// holders of the old tensor unchanged).
     public func update(_ body: (inout Tensor) -> Void) {
-        lock.withLock { body(&_data); _data = _data.detached }
+        lock.withLock { body(&_data); _data = _data.detached; _version += 1 }
     }
 }

@@ -8,6 +8,8 @@ public final class Conv2d: Layer {
     public let weight: Parameter
     public let bias: Parameter?
     public let stride: Int, padding: Int, groups: Int
+    /// The eval-mode BN folded into this convolution, when it runs as `self(x, batchNorm:)`.
+    let folded = FoldedConvolution()
 
     /// The bias, if any, is drawn as PyTorch does, U(±1/√fan_in), whatever the weight initialiser.
     public init(inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1,

@@ -55,11 +55,14 @@ public protocol RandomStateful: AnyModule, AnyObject {
 public final class Buffer: @unchecked Sendable {
     private let lock = NSLock()
     private var _value: Tensor
+    private var _version = 0
     public init(_ value: Tensor) { _value = value.detached }
     public var value: Tensor {
         get { lock.withLock { _value } }
-        set { lock.withLock { _value = newValue.detached } }
+        set { lock.withLock { _value = newValue.detached; _version += 1 } }
     }
+    /// Counts assignments of `value` (see ``Parameter/version``).
+    public var version: Int { lock.withLock { _version } }
     public var shape: [Int] { value.shape }
 }
 

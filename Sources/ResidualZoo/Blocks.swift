@@ -62,7 +62,12 @@ public struct BlockConfig: Sendable {
 /// The shortcut of a residual block: the projection where there is one (options B and C), else the
 /// identity, subsampled and zero-padded where the dimensions grow (option A).
 func shortcutPath(_ x: Tensor, _ projection: Sequential?, stride: Int, outputChannels: Int) -> Tensor {
-    projection?(x) ?? zeroPaddedIdentity(x, stride: stride, outputChannels: outputChannels)
+    guard let projection else { return zeroPaddedIdentity(x, stride: stride, outputChannels: outputChannels) }
+    // conv + BN as one layer, so evaluation folds the BN (Folding.swift).
+    if projection.count == 2, let conv = projection[0] as? Conv2d, let bn = projection[1] as? BatchNorm2d {
+        return conv(x, batchNorm: bn)
+    }
+    return projection(x)
 }
 
 /// The option-A shortcut: keep every `stride`-th pixel (rows and columns 0, s, 2s, ...) and pad the
@@ -90,10 +95,13 @@ public final class BasicBlock: Layer {
         shortcut = config.shortcut; self.stride = stride; self.planes = planes
     }
 
+    // `conv(x, batchNorm: bn, ...)` is relu(bn(conv(x)) + shortcut) in one pass after the conv when
+    // evaluating (BN folded into the conv), and the same ops as written out when training.
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = bn1(conv1(x), fusedReLU: true)                       // relu(bn1(conv1(x))), one pass
-        if shortcut == .none { return bn2(conv2(h), fusedReLU: true) }
-        return addReLU(bn2(conv2(h)), shortcutPath(x, downsample, stride: stride, outputChannels: planes))
+        let h = conv1(x, batchNorm: bn1, relu: true)
+        if shortcut == .none { return conv2(h, batchNorm: bn2, relu: true) }
+        let identity = shortcutPath(x, downsample, stride: stride, outputChannels: planes)
+        return conv2(h, batchNorm: bn2, residual: identity, relu: true)
     }
 }
 
@@ -117,9 +125,9 @@ public final class Bottleneck: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        let h = bn2(conv2(bn1(conv1(x), fusedReLU: true)), fusedReLU: true)
-        if shortcut == .none { return bn3(conv3(h), fusedReLU: true) }
+        let h = conv2(conv1(x, batchNorm: bn1, relu: true), batchNorm: bn2, relu: true)
+        if shortcut == .none { return conv3(h, batchNorm: bn3, relu: true) }
         let identity = shortcutPath(x, downsample, stride: stride, outputChannels: Self.expansion * planes)
-        return addReLU(bn3(conv3(h)), identity)
+        return conv3(h, batchNorm: bn3, residual: identity, relu: true)
     }
 }

@@ -66,7 +66,7 @@ public final class ResNet: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = maxpool(bn1(conv1(x), fusedReLU: true))
+        var h = maxpool(conv1(x, batchNorm: bn1, relu: true))
         for block in layer1 + layer2 + layer3 + layer4 { h = block(h) }
         return fc(globalAvgPool(h).flattened())
     }
@@ -114,7 +114,7 @@ public final class CIFARResNet: Layer {
     }
 
     public func callAsFunction(_ x: Tensor) -> Tensor {
-        var h = bn1(conv1(x), fusedReLU: true)
+        var h = conv1(x, batchNorm: bn1, relu: true)
         for block in layer1 + layer2 + layer3 { h = block(h) }
         return fc(globalAvgPool(h).flattened())
     }

@@ -52,6 +52,10 @@ import ResidualTestSupport
         }
         evalTape.backward(evalLoss)
         #expect(relativeError(eval, f["\(key).logits_eval"]) < 1e-4, "\(key) eval logits \(relativeError(eval, f["\(key).logits_eval"]))")
+        // Inference (no tape) folds every BN into its convolution (Folding.swift): same logits.
+        let folded = withoutTape { model(x) }
+        #expect(relativeError(folded, f["\(key).logits_eval"]) < 1e-4,
+                "\(key) folded eval logits \(relativeError(folded, f["\(key).logits_eval"]))")
         #expect(abs(evalLoss.scalar - f["\(key).loss_eval"].scalar) <= 1e-4 * abs(f["\(key).loss_eval"].scalar))
         var worstNorm: Float = 0, worstSample: Float = 0
         for (pname, p) in model.namedParameters() {

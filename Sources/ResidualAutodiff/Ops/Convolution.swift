@@ -116,3 +116,38 @@ private func groupedConv2d(_ x: Tensor, _ weight: Tensor, bias: Tensor?, _ s: Co
         return grads
     }
 }
+
+/// Inference-only convolution with a prepared plan and a fused epilogue:
+/// `relu(conv(x) + bias + residual)` (ReLU and each term optional), channels-last output, in one
+/// pass after the convolution. This is what an eval-mode conv + BN (folded into the plan's weight and
+/// `bias`) + shortcut + ReLU runs as; see ``ConvForwardPlan`` for why the weight is planned.
+///
+/// Not differentiable: it records nothing, so it must run with no tape recording (`withoutTape`, or
+/// outside `Tape.record`); calling it while a tape records stops with an error, since a gradient
+/// would silently be lost.
+///
+/// - Precondition: `x` is `[N, C, H, W]` with the per-image shape the plan was made for; `bias` is
+///   `[O]`; `residual` has the output's shape (any layout).
+public func conv2dInference(_ x: Tensor, plan: ConvForwardPlan, bias: Tensor? = nil, residual: Tensor? = nil,
+                            relu: Bool = false) -> Tensor {
+    let s = plan.shape
+    let outShape = [x.rank == 4 ? x.shape[0] : 0, s.outChannels, s.outH, s.outW]
+    let message = "conv2dInference: input \(describe(x.shape)) for a plan of input [N, \(s.inChannels), "
+        + "\(s.height), \(s.width)]" + (bias.map { ", bias \(describe($0.shape))" } ?? "")
+        + (residual.map { ", residual \(describe($0.shape)) for output \(describe(outShape))" } ?? "")
+    shapeCheck(Tape.current == nil, "conv2dInference is not differentiable: run it inside withoutTape "
+               + "(a tape is recording)")
+    shapeCheck(x.rank == 4 && x.shape[1] == s.inChannels && x.shape[2] == s.height && x.shape[3] == s.width,
+               message)
+    if let bias { shapeCheck(bias.shape == [s.outChannels], message) }
+    if let residual { shapeCheck(residual.shape == outShape, message) }
+    let xc = x.relaid(.channelsLast, for: "conv2dInference")
+    let rc = residual?.relaid(.channelsLast, for: "conv2dInference")
+    let b = bias?.standard(for: "conv2dInference")
+    let y = Tensor(shape: outShape, layout: .channelsLast) { out in
+        let epilogue = ConvEpilogue(bias: b.map { UnsafePointer($0.storage.pointer) },
+                                    residual: rc.map { UnsafePointer($0.rawStorage.pointer) }, relu: relu)
+        plan.run(batch: outShape[0], input: xc.rawStorage.pointer, output: out.baseAddress!, epilogue: epilogue)
+    }
+    return withExtendedLifetime((xc, rc, b)) { y }
+}
