@@ -130,11 +130,17 @@ enum ModelBench: BenchmarkFamily {
             precondition(model.parameterCount == m.parameters, "bench: \(m.name) parameter count")
             model.eval()
             let (x, _) = inputs(batch: batch, hw: m.hw, classes: 1000)
-            // Profiling sees recorded ops only: with RESIDUAL_PROFILE=1 the forward runs on a tape
-            // (never differentiated) so each op's time is attributed.
-            let profile = OpProfile.isEnabled
+            // With RESIDUAL_PROFILE=1 the profile lists the folded convolutions (`conv2dInference`,
+            // which time themselves) and the whole forward; the difference is everything else (pooling,
+            // FC, layout conversion, allocation). `RESIDUAL_PROFILE_TAPE=1` instead runs the forward on
+            // a tape (never differentiated), which attributes every op but runs the unfolded path.
+            let taped = OpProfile.isEnabled && getenv("RESIDUAL_PROFILE_TAPE") != nil
             return Prepared(flops: 2 * m.macs * Double(batch), run: {
-                if profile { _ = Tape().record { model(x) } } else { _ = withoutTape { model(x) } }
+                if taped {
+                    _ = Tape().record { model(x) }
+                } else {
+                    _ = OpProfile.measure("inference forward (total)") { withoutTape { model(x) } }
+                }
             }, extraFields: modelFields(name, batch: batch))
         }
     }

@@ -23,9 +23,25 @@ public final class Sequential: Layer {
     public func namedLocalParameters() -> [(String, Parameter)] { [] }
     public func namedLocalBuffers() -> [(String, Buffer)] { [] }
 
+    /// In evaluation with no tape recording, each `Conv2d` directly followed by a `BatchNorm2d` (and
+    /// optionally a `ReLU`) runs as one folded convolution (`Conv2d.callAsFunction(_:batchNorm:)`);
+    /// otherwise every layer runs as written.
     public func callAsFunction(_ x: Tensor) -> Tensor {
         var h = x
-        for layer in layers { h = layer(h) }
+        var i = 0
+        let inference = Tape.current == nil
+        while i < layers.count {
+            if inference, i + 1 < layers.count, let conv = layers[i] as? Conv2d,
+               let bn = layers[i + 1] as? BatchNorm2d, !bn.isTraining {
+                let relu = i + 2 < layers.count ? layers[i + 2] as? ReLU : nil
+                h = conv(h, batchNorm: bn, relu: relu != nil)
+                if let relu { SummaryRecorder.note(relu, h) }
+                i += relu != nil ? 3 : 2
+            } else {
+                h = layers[i](h)
+                i += 1
+            }
+        }
         return h
     }
 

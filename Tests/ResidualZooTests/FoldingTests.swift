@@ -62,6 +62,27 @@ import ResidualTestSupport
         #expect(relativeError(Self.folded(model, x1), Self.unfolded(model, x1)) < Self.tolerance, "\(c.0): batch 1")
     }
 
+    /// A user-built `Sequential` (conv, BN, ReLU, pooling, conv with bias, BN, flatten, linear) folds
+    /// its conv + BN (+ ReLU) runs in evaluation and matches the unfolded path.
+    @Test func sequentialFolds() throws {
+        let net = Sequential {
+            Conv2d(inputChannels: 3, outputChannels: 20, kernelSize: 3, padding: 1, bias: false)
+            BatchNorm2d(channels: 20)
+            ReLU()
+            MaxPool2d(kernelSize: 2)
+            Conv2d(inputChannels: 20, outputChannels: 33, kernelSize: 3, stride: 2, padding: 1)
+            BatchNorm2d(channels: 33)
+            GlobalAvgPool()
+            Flatten()
+            Linear(inputFeatures: 33, outputFeatures: 10)
+        }
+        try Self.randomizeBatchNorms(net, seed: 12)
+        net.eval()
+        let x = testTensor([3, 3, 15, 13], seed: 8)
+        let worst = relativeError(Self.folded(net, x), Self.unfolded(net, x))
+        #expect(worst < Self.tolerance, "sequential: \(worst)")
+    }
+
     /// A conv with its own bias, folded with a non-affine and an affine BN, with and without a
     /// residual and ReLU, at odd sizes and channel counts.
     @Test func convWithBiasAllEpilogues() throws {

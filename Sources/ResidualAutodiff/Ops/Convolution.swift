@@ -132,15 +132,19 @@ public func conv2dInference(_ x: Tensor, plan: ConvForwardPlan, bias: Tensor? = 
                             relu: Bool = false) -> Tensor {
     let s = plan.shape
     let outShape = [x.rank == 4 ? x.shape[0] : 0, s.outChannels, s.outH, s.outW]
-    let message = "conv2dInference: input \(describe(x.shape)) for a plan of input [N, \(s.inChannels), "
-        + "\(s.height), \(s.width)]" + (bias.map { ", bias \(describe($0.shape))" } ?? "")
-        + (residual.map { ", residual \(describe($0.shape)) for output \(describe(outShape))" } ?? "")
+    // Built only on failure (this runs once per layer per image at inference).
+    func message() -> String {
+        "conv2dInference: input \(describe(x.shape)) for a plan of input [N, \(s.inChannels), \(s.height), "
+            + "\(s.width)]" + (bias.map { ", bias \(describe($0.shape))" } ?? "")
+            + (residual.map { ", residual \(describe($0.shape)) for output \(describe(outShape))" } ?? "")
+    }
     shapeCheck(Tape.current == nil, "conv2dInference is not differentiable: run it inside withoutTape "
                + "(a tape is recording)")
     shapeCheck(x.rank == 4 && x.shape[1] == s.inChannels && x.shape[2] == s.height && x.shape[3] == s.width,
-               message)
-    if let bias { shapeCheck(bias.shape == [s.outChannels], message) }
-    if let residual { shapeCheck(residual.shape == outShape, message) }
+               message())
+    if let bias { shapeCheck(bias.shape == [s.outChannels], message()) }
+    if let residual { shapeCheck(residual.shape == outShape, message()) }
+    let t0 = OpProfile.isEnabled ? OpProfile.now() : 0
     let xc = x.relaid(.channelsLast, for: "conv2dInference")
     let rc = residual?.relaid(.channelsLast, for: "conv2dInference")
     let b = bias?.standard(for: "conv2dInference")
@@ -149,5 +153,7 @@ public func conv2dInference(_ x: Tensor, plan: ConvForwardPlan, bias: Tensor? = 
                                     residual: rc.map { UnsafePointer($0.rawStorage.pointer) }, relu: relu)
         plan.run(batch: outShape[0], input: xc.rawStorage.pointer, output: out.baseAddress!, epilogue: epilogue)
     }
+    // No tape to attribute the time: with profiling on, the op times itself.
+    if OpProfile.isEnabled { OpProfile.add("conv2dInference \(describe(outShape))", OpProfile.now() - t0) }
     return withExtendedLifetime((xc, rc, b)) { y }
 }

@@ -56,6 +56,10 @@ public func matmul(_ a: Tensor, _ b: Tensor) -> Tensor {
     }
 }
 
+/// Up to this many rows, `linear` runs `linearFewRows` (one pass over the weight) instead of SGEMM
+/// (which packs the whole weight first): a classifier head at inference batch 1-8.
+let linearFewRowsLimit = 8
+
 /// Fully connected layer: `x[N, in] · weight[out, in]ᵀ + bias[out]` (PyTorch's weight layout).
 public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     let message = "linear: input \(describe(x.shape)), weight \(describe(weight.shape))" +
@@ -65,6 +69,11 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     if let bias { shapeCheck(bias.shape == [outF], message) }
     let y = Tensor(shape: [n, outF]) { c in
         let p = c.baseAddress!
+        if n <= linearFewRowsLimit {
+            linearFewRows(rows: n, inFeatures: inF, outFeatures: outF, x: x.storage.pointer,
+                          weight: weight.storage.pointer, bias: bias.map { UnsafePointer($0.storage.pointer) }, y: p)
+            return
+        }
         if let bias {
             for i in 0..<n { (p + i * outF).update(from: bias.storage.pointer, count: outF) }
         }
