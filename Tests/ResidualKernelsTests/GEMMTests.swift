@@ -176,6 +176,52 @@ import ResidualKernels
         }
     }
 
+    /// K-split shapes (few tiles of C, a long reduction: the weight gradients) against the
+    /// reference, with every transpose, alpha/beta, padding and 1, 2 and 3 threads, including a
+    /// last chunk shorter than the others; and bit-identical across thread counts.
+    @Test func kSplit() {
+        let shapes: [(Int, Int, Int)] = [(5, 37, 4099), (9, 33, 8191), (3, 17, 32771), (16, 40, 40_000)]
+        for (index, (m, n, k)) in shapes.enumerated() {
+            #expect(B.kChunks(m: m, n: n, k: k) > 1, "\(m)x\(n)x\(k) should take the K-split")
+            let trans = (index % 2 == 1, index >= 2)
+            for (alpha, beta): (Float, Float) in [(1, 0), (-0.5, 1.5)] {
+                let t = Case(transA: trans.0, transB: trans.1, m: m, n: n, k: k, alpha: alpha, beta: beta,
+                             pad: beta == 0 ? 0 : 3)
+                let one = Self.check(t, threads: 1)
+                for threads in [2, 3] {
+                    let other = Self.check(t, threads: threads)
+                    #expect(one.elementsEqual(other) { $0.bitPattern == $1.bitPattern },
+                            "\(t): threads \(threads) differs from 1 thread")
+                }
+            }
+        }
+    }
+
+    /// A dropped or doubled partial product of the K-split, exactly: with A and B all ones,
+    /// every element of C is k (+ beta · C) in exact float arithmetic, so losing one chunk
+    /// (k/2 or k/4 of the sum) or adding one twice is visible in every element.
+    @Test func kSplitSumsEveryChunkOnce() {
+        for (m, n, k) in [(7, 33, 4097), (2, 3, 65_539)] {
+            let chunks = B.kChunks(m: m, n: n, k: k)
+            #expect(chunks > 1)
+            for trans in [(false, false), (true, true), (true, false)] {
+                for threads in [1, 2, 3, 4] {
+                    let a = [Float](repeating: 1, count: m * k), b = [Float](repeating: 1, count: k * n)
+                    var c = [Float](repeating: 5, count: m * n)
+                    a.withUnsafeBufferPointer { a in
+                        b.withUnsafeBufferPointer { b in
+                            sgemm(transA: trans.0, transB: trans.1, m: m, n: n, k: k, a: a.baseAddress!,
+                                  lda: trans.0 ? m : k, b: b.baseAddress!, ldb: trans.1 ? k : n, beta: 2,
+                                  c: &c, ldc: n, threads: threads)
+                        }
+                    }
+                    let bad = c.filter { $0 != Float(k + 10) }
+                    #expect(bad.isEmpty, "\(m)x\(n)x\(k) \(trans) threads \(threads): \(bad.prefix(3)), want \(k + 10)")
+                }
+            }
+        }
+    }
+
     /// The k-blocks depend on k only, cover k exactly and are at most KC.
     @Test func kBlocks() {
         for k in [1, 2, 255, 256, 257, 511, 512, 513, 576, 1152, 4608] {
