@@ -245,7 +245,8 @@ func directSplit(blocks: Int, tiles: Int, threads t: Int, preferBlocks: Bool) ->
 /// Every output element sees the same sequence of FMAs whatever the split, so results do not depend on
 /// the thread count.
 func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWeights, tile: ConvTile,
-                   out: UnsafeMutablePointer<Float>, accumulate: Bool = false, threads: Int?) {
+                   out: UnsafeMutablePointer<Float>, accumulate: Bool = false, epilogue: ConvEpilogue? = nil,
+                   threads: Int?) {
     let lanes = tile.lanes, R = tile.rows
     let reuse = usesTapReuse(p, tile)
     let colTiles = (p.outW + R - 1) / R
@@ -345,6 +346,13 @@ func runDirectPass(_ p: DirectPass, x: UnsafePointer<Float>, weights w: DirectWe
                                     }
                                 }
                             }
+                        }
+                        // Inference (ConvPlan.swift): bias, shortcut and ReLU on the finished tile, in L1.
+                        if let epilogue, c0 + kcb == p.inC {
+                            let at = n * p.outImage + oy * p.outRow + ox0 * p.outPixel
+                            applyConvEpilogueTile(epilogue, rows: min(R, p.outW - ox0), pixelStride: p.outPixel,
+                                                  channels: (b0 * lanes)..<min(p.outC, b1 * lanes), out + at,
+                                                  offset: at)
                         }
                     }
                 }

@@ -33,43 +33,56 @@ public func applyConvEpilogue(_ e: ConvEpilogue, pixels: Int, channels: Int, _ y
     let rowsPerBlock = max(1, elementwiseBlock / channels)
     parallelFor(pixels, minimumPerThread: rowsPerBlock, threads: threads) { rows in
         let y = out.value
-        switch (e.bias, e.residual) {
-        case let (b?, r?):
-            epilogueRows(rows, channels, y, e.relu, bias: { load(b + $0) }, residual: { load(r + $0) },
-                         biasScalar: { b[$0] }, residualScalar: { r[$0] })
-        case let (b?, nil):
-            epilogueRows(rows, channels, y, e.relu, bias: { load(b + $0) }, residual: { _ in Vec() },
-                         biasScalar: { b[$0] }, residualScalar: { _ in 0 })
-        case let (nil, r?):
-            epilogueRows(rows, channels, y, e.relu, bias: { _ in Vec() }, residual: { load(r + $0) },
-                         biasScalar: { _ in 0 }, residualScalar: { r[$0] })
-        case (nil, nil):
-            epilogueRows(rows, channels, y, e.relu, bias: { _ in Vec() }, residual: { _ in Vec() },
-                         biasScalar: { _ in 0 }, residualScalar: { _ in 0 })
-        }
+        for p in rows { epilogueSpan(e, channels, y + p * channels, bias: e.bias, residual: e.residual.map { $0 + p * channels }) }
     }
 }
 
-/// The epilogue's loop for one combination of terms (the closures inline, so each combination
-/// compiles to its own loop with no per-element branches but the ReLU's select).
+/// The epilogue on one tile of a direct pass, right after its last channel block (so the tile is
+/// still in L1): `rows` pixels `pixelStride` floats apart starting at `y`, output channels
+/// `channels`; `offset` is `y`'s element offset in the output (and so in the residual).
 @inline(__always)
-private func epilogueRows(_ rows: Range<Int>, _ c: Int, _ y: UnsafeMutablePointer<Float>, _ relu: Bool,
-                          bias: (Int) -> Vec, residual: (Int) -> Vec,
-                          biasScalar: (Int) -> Float, residualScalar: (Int) -> Float) {
-    for p in rows {
-        let row = p * c
-        var o = 0
-        while o + 16 <= c {
-            var v = load(y + row + o) + bias(o) + residual(row + o)
-            if relu { v = v.replacing(with: 0, where: v .< 0) }
-            store(v, y + row + o)
-            o += 16
-        }
-        while o < c {
-            let v = y[row + o] + biasScalar(o) + residualScalar(row + o)
-            y[row + o] = relu ? max(v, 0) : v
-            o += 1
-        }
+func applyConvEpilogueTile(_ e: ConvEpilogue, rows: Int, pixelStride: Int, channels: Range<Int>,
+                           _ y: UnsafeMutablePointer<Float>, offset: Int) {
+    let o0 = channels.lowerBound, n = channels.count
+    for r in 0..<rows {
+        let at = r * pixelStride + o0
+        epilogueSpan(e, n, y + at, bias: e.bias.map { $0 + o0 }, residual: e.residual.map { $0 + offset + at })
+    }
+}
+
+/// `y[i] = relu(y[i] + bias[i] + residual[i])` for `i < n` (pointers already offset; nil terms are
+/// skipped, so each combination compiles to its own loop). Bias first, then the residual: the
+/// order the unfused ops used (conv bias, then the shortcut addition).
+@inline(__always)
+private func epilogueSpan(_ e: ConvEpilogue, _ n: Int, _ y: UnsafeMutablePointer<Float>,
+                          bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?) {
+    switch (bias, residual) {
+    case let (b?, r?):
+        epilogueLoop(n, y, e.relu, { load(b + $0) }, { load(r + $0) }, { b[$0] }, { r[$0] })
+    case let (b?, nil):
+        epilogueLoop(n, y, e.relu, { load(b + $0) }, { _ in Vec() }, { b[$0] }, { _ in 0 })
+    case let (nil, r?):
+        epilogueLoop(n, y, e.relu, { _ in Vec() }, { load(r + $0) }, { _ in 0 }, { r[$0] })
+    case (nil, nil):
+        epilogueLoop(n, y, e.relu, { _ in Vec() }, { _ in Vec() }, { _ in 0 }, { _ in 0 })
+    }
+}
+
+@inline(__always)
+private func epilogueLoop(_ n: Int, _ y: UnsafeMutablePointer<Float>, _ relu: Bool,
+                          _ bias: (Int) -> Vec, _ residual: (Int) -> Vec,
+                          _ biasScalar: (Int) -> Float, _ residualScalar: (Int) -> Float) {
+    var i = 0
+    while i + 16 <= n {
+        var v = load(y + i) + bias(i) + residual(i)
+        if relu { v = v.replacing(with: 0, where: v .< 0) }
+        store(v, y + i)
+        i += 16
+    }
+    while i < n {
+        let v = y[i] + biasScalar(i) + residualScalar(i)
+        y[i] = relu ? max(v, 0) : v
+        i += 1
     }
 }
 
@@ -131,8 +144,10 @@ public final class ConvForwardPlan: @unchecked Sendable {
         if batch == 0 || s.outChannels == 0 || s.outH <= 0 || s.outW <= 0 { return }
         switch algorithm {
         case .direct:
+            // The epilogue runs inside the pass, on each tile as it is finished.
             runDirectPass(Self.directPass(s, batch: batch), x: input, weights: packed!, tile: tile!, out: output,
-                          threads: threads)
+                          epilogue: epilogue.isEmpty ? nil : epilogue, threads: threads)
+            return
         case .gemm:
             gemmForward(s, input: input, weight: weightCopy!, output: output, threads: threads)
         case .grouped:

@@ -72,6 +72,34 @@ import ResidualKernels
         }
     }
 
+    /// The epilogue fused into the direct pass's tiles, on the shapes that split over 1, 2 and 3
+    /// threads (block ranges, tile ranges, L2 groups, channel blocks): bit-identical to the
+    /// convolution with its bias followed by a separate residual addition and ReLU. A tile whose
+    /// epilogue is skipped or applied twice (bias added twice, ReLU before the last channel block)
+    /// fails it.
+    @Test(arguments: ConvNHWCTests.splitShapes)
+    func fusedEpilogueOnSplits(_ shape: Conv2dShape) {
+        let k = ConvCase(shape, seed: 21)
+        let residual = convTestValues(k.dy.count, seed: 22).map { $0 - 1.5 }
+        for alg in ConvAlgorithm.allCases where alg.supports(shape) && alg != .grouped {
+            var want = [Float](repeating: 0, count: k.dy.count)
+            conv2dForwardNHWC(shape, input: k.x, weight: k.w, bias: k.bias, output: &want, algorithm: alg, threads: 1)
+            for i in want.indices { want[i] = max(want[i] + residual[i], 0) }
+            let plan = ConvForwardPlan(shape, weight: k.w, algorithm: alg)
+            for threads in [1, 2, 3] {
+                var y = [Float](repeating: .nan, count: k.dy.count)
+                k.bias.withUnsafeBufferPointer { b in
+                    residual.withUnsafeBufferPointer { r in
+                        plan.run(batch: shape.batch, input: k.x, output: &y,
+                                 epilogue: ConvEpilogue(bias: b.baseAddress, residual: r.baseAddress, relu: true),
+                                 threads: threads)
+                    }
+                }
+                #expect(y == want, "\(alg) t\(threads) \(k)")
+            }
+        }
+    }
+
     /// The epilogue alone at sizes around the SIMD width and the threading threshold, in place.
     @Test func epilogueMatchesScalar() {
         for (pixels, channels) in [(0, 5), (1, 1), (3, 15), (2, 16), (5, 17), (1031, 16), (3, 70_001), (4099, 64)] {
