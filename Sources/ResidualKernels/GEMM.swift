@@ -77,7 +77,8 @@ public enum GEMMBlocking {
     /// memory) by every thread.
     @inline(__always)
     public static func kChunks(m: Int, n: Int, k: Int) -> Int {
-        guard k >= 4096, k >= 16 * max(m, n) else { return 1 }
+        // C at most 256K floats: the partials (up to 3 more of them) stay small next to the operands.
+        guard k >= 4096, k >= 16 * max(m, n), m * n <= 1 << 18 else { return 1 }
         return k >= 32768 ? 4 : 2
     }
 

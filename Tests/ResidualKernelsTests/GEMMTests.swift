@@ -181,6 +181,9 @@ import ResidualKernels
     /// last chunk shorter than the others; and bit-identical across thread counts.
     @Test func kSplit() {
         let shapes: [(Int, Int, Int)] = [(5, 37, 4099), (9, 33, 8191), (3, 17, 32771), (16, 40, 40_000)]
+        // Large C, short k, or k not long next to m and n: no split.
+        #expect(B.kChunks(m: 2048, n: 2048, k: 40_000) == 1 && B.kChunks(m: 64, n: 147, k: 4000) == 1
+                && B.kChunks(m: 64, n: 576, k: 8192) == 1)
         for (index, (m, n, k)) in shapes.enumerated() {
             #expect(B.kChunks(m: m, n: n, k: k) > 1, "\(m)x\(n)x\(k) should take the K-split")
             let trans = (index % 2 == 1, index >= 2)
