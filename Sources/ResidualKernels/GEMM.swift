@@ -313,7 +313,9 @@ struct GEMMOperands {
                             let full = mr == B.mr && nr == B.nr
                             let out = full ? cp : ws.tile, ldo = full ? ldc : B.nr
                             let betaTile: Float = full ? betaHere : 0
-                            if stepStride == B.mr && bStep == B.nr {
+                            if mr < B.mr {
+                                kernelEdgeRows(mr, kc, ap, rowStride, stepStride, bp, bStep, out, ldo, alpha)
+                            } else if stepStride == B.mr && bStep == B.nr {
                                 kernelPacked(kc, ap, bp, out, ldo, alpha, betaTile)
                             } else if stepStride == 1 && bStep == B.nr {
                                 kernelRows(kc, ap, rowStride, bp, out, ldo, alpha, betaTile)
@@ -522,6 +524,58 @@ func microkernel8x32(_ kc: Int, _ a: UnsafePointer<Float>, _ rowStride: Int, _ s
     }
     put(0, c00, c01); put(1, c10, c11); put(2, c20, c21); put(3, c30, c31)
     put(4, c40, c41); put(5, c50, c51); put(6, c60, c61); put(7, c70, c71)
+}
+
+/// The kernel for an edge tile of `rows < 8` rows (into scratch, `beta = 0`): only the valid rows
+/// are computed (a 49-row product no longer spends 7/8 of its last tile on padding). Each row is
+/// the same FMA chain as in the full kernel, so the result is bit-identical to it.
+@inline(never)
+func kernelEdgeRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ rowStride: Int, _ stepStride: Int,
+                    _ b: UnsafePointer<Float>, _ bStep: Int,
+                    _ c: UnsafeMutablePointer<Float>, _ ldc: Int, _ alpha: Float) {
+    switch rows {
+    case 1: microkernelRows(1, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    case 2: microkernelRows(2, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    case 3: microkernelRows(3, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    case 4: microkernelRows(4, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    case 5: microkernelRows(5, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    case 6: microkernelRows(6, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    default: microkernelRows(7, kc, a, rowStride, stepStride, b, bStep, c, ldc, alpha)
+    }
+}
+
+/// `microkernel8x32` for the first `rows` rows only (`rows` a constant after inlining, so the
+/// unused accumulators and loads disappear), `C = alpha * acc`.
+@inline(__always)
+func microkernelRows(_ rows: Int, _ kc: Int, _ a: UnsafePointer<Float>, _ rowStride: Int, _ stepStride: Int,
+                     _ b: UnsafePointer<Float>, _ bStep: Int, _ c: UnsafeMutablePointer<Float>, _ ldc: Int,
+                     _ alpha: Float) {
+    var c00 = Vec(), c01 = Vec(), c10 = Vec(), c11 = Vec(), c20 = Vec(), c21 = Vec()
+    var c30 = Vec(), c31 = Vec(), c40 = Vec(), c41 = Vec(), c50 = Vec(), c51 = Vec(), c60 = Vec(), c61 = Vec()
+    let r = rowStride
+    var ap = a, bp = b
+    for _ in 0..<kc {
+        let b0 = load(bp), b1 = load(bp + 16)
+        var x = Vec(repeating: ap[0]); c00 = c00.addingProduct(x, b0); c01 = c01.addingProduct(x, b1)
+        if rows > 1 { x = Vec(repeating: ap[r]); c10 = c10.addingProduct(x, b0); c11 = c11.addingProduct(x, b1) }
+        if rows > 2 { x = Vec(repeating: ap[2 * r]); c20 = c20.addingProduct(x, b0); c21 = c21.addingProduct(x, b1) }
+        if rows > 3 { x = Vec(repeating: ap[3 * r]); c30 = c30.addingProduct(x, b0); c31 = c31.addingProduct(x, b1) }
+        if rows > 4 { x = Vec(repeating: ap[4 * r]); c40 = c40.addingProduct(x, b0); c41 = c41.addingProduct(x, b1) }
+        if rows > 5 { x = Vec(repeating: ap[5 * r]); c50 = c50.addingProduct(x, b0); c51 = c51.addingProduct(x, b1) }
+        if rows > 6 { x = Vec(repeating: ap[6 * r]); c60 = c60.addingProduct(x, b0); c61 = c61.addingProduct(x, b1) }
+        ap += stepStride; bp += bStep
+    }
+    let va = Vec(repeating: alpha)
+    @inline(__always) func put(_ row: Int, _ v0: Vec, _ v1: Vec) {
+        store(v0 * va, c + row * ldc); store(v1 * va, c + row * ldc + 16)
+    }
+    put(0, c00, c01)
+    if rows > 1 { put(1, c10, c11) }
+    if rows > 2 { put(2, c20, c21) }
+    if rows > 3 { put(3, c30, c31) }
+    if rows > 4 { put(4, c40, c41) }
+    if rows > 5 { put(5, c50, c51) }
+    if rows > 6 { put(6, c60, c61) }
 }
 
 /// Plain triple loop, the oracle for `sgemm` in tests. Accumulates in Double.
