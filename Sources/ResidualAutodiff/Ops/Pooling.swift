@@ -177,8 +177,20 @@ private func avgPool2dChannelsLast(_ x: Tensor, _ g0: ConvGeometry) -> Tensor {
 }
 
 /// Int32 scratch owned by a closure (max-pool winners), freed with it.
+///
+/// Its memory comes from `BufferPool` like a tensor's (Int32 and Float have the same size): a max
+/// pool's index map is as large as its output (800 KB for ResNet's stem pool at batch 1), so a fresh
+/// allocation per call would go to `mmap` and fault its pages in on every forward.
 final class TensorIndexBuffer: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<Int32>
-    init(count: Int) { pointer = .allocate(capacity: max(1, count)) }
-    deinit { pointer.deallocate() }
+    private let count: Int
+    init(count: Int) {
+        self.count = max(1, count)
+        let floats = BufferPool.shared.allocate(self.count)
+        pointer = UnsafeMutableRawPointer(floats).bindMemory(to: Int32.self, capacity: self.count)
+    }
+    deinit {
+        let floats = UnsafeMutableRawPointer(pointer).bindMemory(to: Float.self, capacity: count)
+        BufferPool.shared.release(floats, count)
+    }
 }
