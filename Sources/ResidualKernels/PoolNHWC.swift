@@ -6,6 +6,14 @@
 ///
 /// `g` gives the per-image geometry (`channels` is C); images are `[H, W, C]`, outputs `[outH, outW, C]`.
 
+/// Output rows per thread below which a pooling pass stays on the calling thread: about
+/// `elementwiseBlock` window reads, the work that pays for waking a worker (a CIFAR-sized pool at
+/// batch 1 is a few microseconds; ResNet's stem pool, 56 rows of 56 x 64 x 9 reads, still splits).
+@inline(__always)
+func poolRowsPerThread(_ g: ConvGeometry) -> Int {
+    max(1, elementwiseBlock / max(1, g.outW * g.channels * g.kernelH * g.kernelW))
+}
+
 /// Max pooling; `argmax` receives, for every output element, the input pixel `iy·W + ix` that won
 /// (the first maximum in row-major window order; padding never wins).
 public func maxPool2dNHWC(_ g: ConvGeometry, batch: Int, input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>,
@@ -13,7 +21,7 @@ public func maxPool2dNHWC(_ g: ConvGeometry, batch: Int, input: UnsafePointer<Fl
     let c = g.channels, oh = g.outH, ow = g.outW
     if c == 0 { return }
     let (out, idx) = (UncheckedSendable(output), UncheckedSendable(argmax))
-    parallelFor(batch * oh, threads: threads) { rows in
+    parallelFor(batch * oh, minimumPerThread: poolRowsPerThread(g), threads: threads) { rows in
         for row in rows {
             let n = row / oh, oy = row % oh
             let image = input + n * g.height * g.width * c
@@ -82,7 +90,7 @@ public func avgPool2dNHWC(_ g: ConvGeometry, batch: Int, input: UnsafePointer<Fl
     let c = g.channels, oh = g.outH, ow = g.outW
     let scale = 1 / Float(g.kernelH * g.kernelW), vscale = Vec(repeating: scale)
     let out = UncheckedSendable(output)
-    parallelFor(batch * oh, threads: threads) { rows in
+    parallelFor(batch * oh, minimumPerThread: poolRowsPerThread(g), threads: threads) { rows in
         for row in rows {
             let n = row / oh, oy = row % oh
             let image = input + n * g.height * g.width * c

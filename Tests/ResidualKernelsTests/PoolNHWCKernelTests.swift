@@ -8,6 +8,8 @@ import ResidualKernels
     static let cases: [(Int, Int, Int, Int, Int, Int, Int)] = [
         (1, 1, 5, 5, 3, 2, 1), (2, 3, 7, 6, 3, 2, 1), (1, 15, 4, 4, 2, 2, 0), (2, 16, 9, 9, 3, 2, 1),
         (1, 17, 5, 7, 3, 1, 1), (2, 37, 6, 5, 2, 1, 0), (1, 16, 1, 1, 1, 1, 0), (1, 33, 3, 3, 3, 3, 1),
+        // Large enough that the forward passes split their rows over 2 threads (`poolRowsPerThread`).
+        (2, 64, 57, 57, 3, 2, 1), (1, 17, 61, 61, 3, 1, 1),
     ]
 
     func geometry(_ c: (Int, Int, Int, Int, Int, Int, Int)) -> ConvGeometry {
