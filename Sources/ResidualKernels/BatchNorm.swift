@@ -217,6 +217,54 @@ func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sca
     }
 }
 
+/// `y = max(x · scale[c] + shift[c] + residual, 0)`: the last batch norm of a residual block fused
+/// with the shortcut addition and the ReLU (one pass reading `x` and `residual`, instead of a
+/// normalisation pass writing a temporary and an add + ReLU pass reading it back). Every lane
+/// computes `max(fma(x, scale, shift) + residual, 0)`, the bits of `batchNormApply` followed by
+/// `addReLU`.
+public func batchNormApplyAddReLU(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
+                                  shift: UnsafePointer<Float>, residual: UnsafePointer<Float>,
+                                  _ y: UnsafeMutablePointer<Float>, threads: Int? = nil) {
+    let c = v.channels
+    let out = UncheckedSendable(y)
+    @inline(__always) func relu(_ u: Vec) -> Vec { u.replacing(with: 0, where: u .< 0) }
+    if v.inner > 1 {
+        parallelFor(v.outer * c, minimumPerThread: max(1, 8192 / v.inner), threads: threads) { planes in
+            for plane in planes {
+                let ch = plane % c, off = plane * v.inner
+                let a = scale[ch], b = shift[ch]
+                let va = Vec(repeating: a), vb = Vec(repeating: b)
+                let (src, res, dst) = (x + off, residual + off, out.value + off)
+                var j = 0
+                while j + 16 <= v.inner {
+                    store(relu(vb.addingProduct(load(src + j), va) + load(res + j)), dst + j); j += 16
+                }
+                while j < v.inner { dst[j] = max(b.addingProduct(src[j], a) + res[j], 0); j += 1 }
+            }
+        }
+        return
+    }
+    forEachRowChunk(v.outer, c, threads) { r0, r1 in
+        var c0 = 0
+        while c0 + 16 <= c {
+            let vs = load(scale + c0), vb = load(shift + c0)
+            for r in r0..<r1 {
+                let o = r * c + c0
+                store(relu(vb.addingProduct(load(x + o), vs) + load(residual + o)), out.value + o)
+            }
+            c0 += 16
+        }
+        if c0 < c {
+            for r in r0..<r1 {
+                for ch in c0..<c {
+                    let o = r * c + ch
+                    out.value[o] = max(shift[ch].addingProduct(x[o], scale[ch]) + residual[o], 0)
+                }
+            }
+        }
+    }
+}
+
 /// Splits `rows` into chunks of `chunkRows(c)` rows across threads and calls `body(start, end)` per chunk.
 @inline(__always)
 func forEachRowChunk(_ rows: Int, _ c: Int, _ threads: Int?, _ body: (_ start: Int, _ end: Int) -> Void) {
@@ -253,6 +301,45 @@ struct ReLUMaskedGradient: BNGradient {
     }
 }
 
+/// After `batchNormApplyAddReLU`: `dz = dy` where the block output `y` is positive (the ReLU of the
+/// sum), which is also the shortcut's gradient; it is stored to `gz` as it is computed, so the
+/// statistics pass writes the shortcut's gradient while it sums (each element is visited once).
+struct OutputMaskedGradient: BNGradient {
+    let dy: UnsafePointer<Float>, y: UnsafePointer<Float>, gz: UnsafeMutablePointer<Float>
+    @inline(__always) func vector(_ o: Int, x: Vec, scale: Vec, shift: Vec) -> Vec {
+        let d = load(dy + o).replacing(with: 0, where: load(y + o) .<= 0)
+        store(d, gz + o)
+        return d
+    }
+    @inline(__always) func scalar(_ o: Int, x: Float, scale: Float, shift: Float) -> Float {
+        let d = y[o] > 0 ? dy[o] : 0
+        gz[o] = d
+        return d
+    }
+}
+
+/// Gradients of `batchNormApplyAddReLU`'s `y = relu(bn(x) + residual)`: `residualGradient` (the
+/// shortcut's, `dy` where `y > 0`; always written) and the batch-norm gradients of
+/// `batchNormBackward` (each optional) for that masked gradient. Two passes over memory: the
+/// first sums and writes the shortcut's gradient, the second writes `dx`.
+public func batchNormBackwardAddReLU(_ v: ChannelView, x: UnsafePointer<Float>, dy: UnsafePointer<Float>,
+                                     output y: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+                                     invStd: UnsafePointer<Float>, gamma: UnsafePointer<Float>?, training: Bool,
+                                     residualGradient gz: UnsafeMutablePointer<Float>,
+                                     dx: UnsafeMutablePointer<Float>?, dgamma: UnsafeMutablePointer<Float>?,
+                                     dbeta: UnsafeMutablePointer<Float>?, threads: Int? = nil) {
+    if v.channels == 0 { return }
+    let needSums = training && dx != nil || dgamma != nil || dbeta != nil
+    let plain = PlainGradient(dy: UnsafePointer(gz))
+    if needSums && v.perChannel > 0 {
+        bnBackward(v, x, OutputMaskedGradient(dy: dy, y: y, gz: gz), plain, (mean, mean), mean, invStd, gamma,
+                   training, dx, dgamma, dbeta, threads)
+    } else {
+        reluBackward(v.count, dy, y, gz, threads: threads)
+        bnBackward(v, x, plain, plain, (mean, mean), mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+    }
+}
+
 /// Gradients of batch normalization (optionally followed by a fused ReLU).
 ///
 /// With `dz` the gradient of the normalised value (`dy`, masked by the ReLU when fused),
@@ -273,13 +360,17 @@ public func batchNormBackward(_ v: ChannelView, x: UnsafePointer<Float>, dy: Uns
                               dbeta: UnsafeMutablePointer<Float>?, threads: Int? = nil) {
     let affine = fusedReLU ?? (mean, mean)   // unread by the plain path
     if fusedReLU != nil {
-        bnBackward(v, x, ReLUMaskedGradient(dy: dy), affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+        let g = ReLUMaskedGradient(dy: dy)
+        bnBackward(v, x, g, g, affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
     } else {
-        bnBackward(v, x, PlainGradient(dy: dy), affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
+        let g = PlainGradient(dy: dy)
+        bnBackward(v, x, g, g, affine, mean, invStd, gamma, training, dx, dgamma, dbeta, threads)
     }
 }
 
-func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g: G,
+/// `sumsGradient` gives `dz` to the statistics pass, `g` to the `dx` pass (the same values; the
+/// fused add + ReLU reads back the masked gradient its statistics pass stored).
+func bnBackward<S: BNGradient, G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sumsGradient: S, _ g: G,
                                _ affine: (scale: UnsafePointer<Float>, shift: UnsafePointer<Float>),
                                _ mean: UnsafePointer<Float>, _ invStd: UnsafePointer<Float>,
                                _ gamma: UnsafePointer<Float>?, _ training: Bool,
@@ -293,7 +384,7 @@ func bnBackward<G: BNGradient>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ g:
     let sdzx = UnsafeMutablePointer<Float>.allocate(capacity: c)
     defer { sdz.deallocate(); sdzx.deallocate() }
     sdz.update(repeating: 0, count: c); sdzx.update(repeating: 0, count: c)
-    if needSums && v.perChannel > 0 { bnGradientSums(v, x, g, affine, mean, sdz, sdzx, threads) }
+    if needSums && v.perChannel > 0 { bnGradientSums(v, x, sumsGradient, affine, mean, sdz, sdzx, threads) }
     for ch in 0..<c {
         dgamma?[ch] = invStd[ch] * sdzx[ch]
         dbeta?[ch] = sdz[ch]

@@ -85,7 +85,7 @@ extension Conv2d {
     /// `bn(self(x))`, plus `residual`, then ReLU if `relu`: a ResNet's conv → BN (→ + shortcut) → ReLU.
     ///
     /// In training mode, or whenever a tape is recording (gradients are wanted), this is exactly
-    /// `bn(self(x), fusedReLU:)` followed by `addReLU`/`+`. In evaluation with no tape (the
+    /// `bn(self(x), fusedReLU:)` (with a residual: `bn(self(x), addingReLU:)` or `+`). In evaluation with no tape (the
     /// `withoutTape` inference path), the BN is folded into this convolution's weight and a bias
     /// (see the comment at the top of Folding.swift) and the whole sequence is one convolution with a
     /// fused epilogue. The folded weight is cached and rebuilt whenever a parameter or running
@@ -99,9 +99,10 @@ extension Conv2d {
               x.shape[2] + 2 * padding >= weight.shape[2], x.shape[3] + 2 * padding >= weight.shape[3],
               bn.runningMean.shape == [weight.shape[0]] else {
             if bn.isTraining { folded.clear() }
-            let y = bn(self(x), fusedReLU: relu && residual == nil)
-            guard let residual else { return y }
-            return relu ? addReLU(y, residual) : y + residual
+            guard let residual else { return bn(self(x), fusedReLU: relu) }
+            // relu(bn(conv(x)) + residual) in one pass, with no temporary for the BN's output.
+            if relu { return bn(self(x), addingReLU: residual) }
+            return bn(self(x)) + residual
         }
         let (plan, bias) = folded.prepared(self, bn, inputShape: x.shape)
         let y = conv2dInference(x, plan: plan, bias: bias, residual: residual, relu: relu)

@@ -93,18 +93,27 @@ public final class BatchNorm2d: Layer, ModeDependent {
 
     /// `relu(self(x))` with `fusedReLU`, in one pass over memory forward and one backward (the
     /// conv-BN-ReLU sequence of a ResNet). The output keeps `x`'s memory layout.
-    public func callAsFunction(_ x: Tensor, fusedReLU: Bool) -> Tensor {
+    public func callAsFunction(_ x: Tensor, fusedReLU: Bool) -> Tensor { normalize(x, fusedReLU: fusedReLU, residual: nil) }
+
+    /// `relu(self(x) + residual)`: the end of a residual block (`residual` is the shortcut, same
+    /// shape as `x`) in one pass forward, with no temporary for `self(x)`.
+    public func callAsFunction(_ x: Tensor, addingReLU residual: Tensor) -> Tensor {
+        normalize(x, fusedReLU: true, residual: residual)
+    }
+
+    private func normalize(_ x: Tensor, fusedReLU: Bool, residual: Tensor?) -> Tensor {
         let channels = runningMean.value.count
         shapeCheck(x.rank >= 2 && x.shape[1] == channels,
                    "BatchNorm2d: input \(describe(x.shape)) for \(channels) channels")
         guard isTraining else {
             let y = batchNormInference(x, weight: weight?.value, bias: bias?.value, mean: runningMean.value,
-                                       variance: runningVar.value, epsilon: epsilon, fusedReLU: fusedReLU)
+                                       variance: runningVar.value, epsilon: epsilon, fusedReLU: fusedReLU,
+                                       residual: residual)
             SummaryRecorder.note(self, y)
             return y
         }
         let (y, mean, variance) = batchNormTraining(x, weight: weight?.value, bias: bias?.value, epsilon: epsilon,
-                                                    fusedReLU: fusedReLU)
+                                                    fusedReLU: fusedReLU, residual: residual)
         let n = Float(x.count / channels)
         withoutTape {
             let m = momentum

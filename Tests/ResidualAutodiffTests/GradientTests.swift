@@ -200,6 +200,33 @@ import ResidualTestSupport
         expectPass(checkGradients([x]) { batchNormTraining($0[0], weight: nil, bias: nil, epsilon: 1e-3).output })
     }
 
+    /// `relu(bn(x) + residual)` (the end of a residual block in one op), NCHW and channels-last,
+    /// training and inference mode, gradients for x, γ, β and the residual. The residual is chosen
+    /// so that the pre-activation is at least 0.5 from the kink at the checked point.
+    @Test(arguments: [false, true])
+    func batchNormAddReLUGradients(channelsLast: Bool) {
+        let shape = [4, 3, 5, 5]
+        let x = testTensor(shape, seed: 43, lower: -2, upper: 3)
+        let w = testTensor([3], seed: 44, lower: 0.5, upper: 1.5), b = testTensor([3], seed: 45)
+        let m = testTensor([3], seed: 46), v = testTensor([3], seed: 47, lower: 0.5, upper: 2)
+        let s = testTensor(shape, seed: 48, awayFromZero: 0.5)
+        let layout: Tensor.Layout = channelsLast ? .channelsLast : .standard
+        func relaid(_ t: Tensor) -> Tensor { channelsLast ? t.converted(to: .channelsLast) : t }
+        let trainBase = batchNormTraining(x, weight: w, bias: b, epsilon: 1e-5).output
+        let r = s - trainBase
+        expectPass(checkGradients([x, w, b, r]) { t in
+            let y = batchNormTraining(relaid(t[0]), weight: t[1], bias: t[2], epsilon: 1e-5, residual: relaid(t[3])).output
+            #expect(y.layout == layout)
+            return y
+        })
+        let evalBase = batchNormInference(x, weight: w, bias: b, mean: m, variance: v, epsilon: 1e-5)
+        let re = s - evalBase
+        expectPass(checkGradients([x, w, b, re]) { t in
+            batchNormInference(relaid(t[0]), weight: t[1], bias: t[2], mean: m, variance: v, epsilon: 1e-5,
+                               residual: relaid(t[3]))
+        })
+    }
+
     @Test func batchNormInferenceGradients() {
         let x = testTensor([3, 4, 2, 2], seed: 36)
         let w = testTensor([4], seed: 37), b = testTensor([4], seed: 38)

@@ -97,6 +97,57 @@ import ResidualKernels
         }
     }
 
+    /// The block-end fusion `relu(bn(x) + residual)`: the same bits as the reference apply followed
+    /// by `max(· + residual, 0)` (the unfused op sequence), both layouts, 1 and 2 threads.
+    @Test(arguments: [1, 2])
+    func applyAddReLU(threads: Int) {
+        for v in Self.views {
+            let x = Buffer(v.count, seed: 5), scale = Buffer(v.channels, seed: 6), shift = Buffer(v.channels, seed: 7)
+            let r = Buffer(v.count, seed: 8)
+            let y = Buffer(zeros: v.count), ry = Buffer(zeros: v.count)
+            batchNormApplyAddReLU(v, x.pointer, scale: scale.pointer, shift: shift.pointer, residual: r.pointer, y.pointer,
+                                  threads: threads)
+            referenceBatchNormApply(v, x.pointer, scale: scale.pointer, shift: shift.pointer, ry.pointer, relu: false)
+            let want = zip(ry.values, r.values).map { max($0 + $1, 0) }
+            #expect(y.values == want, "\(v)")
+            #expect(y.values.contains(0) && y.values.contains { $0 > 0 } || v.count < 8, "\(v): mask not exercised")
+        }
+    }
+
+    /// Its backward: the shortcut's gradient is exactly `dy` where the output is positive, and the
+    /// batch-norm gradients are the reference's for that masked gradient; training and inference
+    /// mode, all outputs or only some (the path without statistics writes the shortcut's gradient
+    /// in its own pass), 1 and 2 threads.
+    @Test(arguments: [(1, true, true), (2, true, true), (2, false, true), (1, true, false), (2, true, false), (2, false, false)])
+    func backwardAddReLU(_ c: (Int, Bool, Bool)) {
+        let (threads, training, allOutputs) = c
+        for v in Self.views {
+            let x = Buffer(v.count, seed: 11, lower: -1, upper: 2), dy = Buffer(v.count, seed: 12)
+            let out = Buffer(v.count, seed: 19)   // the block output: only its sign is read
+            let mean = Buffer(v.channels, seed: 14), inv = Buffer(v.channels, seed: 15, lower: 0.5, upper: 2)
+            let gamma = Buffer(v.channels, seed: 16)
+            let gz = Buffer(v.count, seed: 20), dx = Buffer(zeros: v.count)
+            let gg = Buffer(zeros: v.channels), gb = Buffer(zeros: v.channels)
+            batchNormBackwardAddReLU(v, x: x.pointer, dy: dy.pointer, output: out.pointer, mean: mean.pointer,
+                                     invStd: inv.pointer, gamma: gamma.pointer, training: training,
+                                     residualGradient: gz.pointer, dx: dx.pointer,
+                                     dgamma: allOutputs ? gg.pointer : nil, dbeta: allOutputs ? gb.pointer : nil,
+                                     threads: threads)
+            let masked = Buffer(zeros: v.count)
+            for i in 0..<v.count { masked.pointer[i] = out.pointer[i] > 0 ? dy.pointer[i] : 0 }
+            #expect(gz.values == masked.values, "shortcut gradient \(v)")
+            let rdx = Buffer(zeros: v.count), rgg = Buffer(zeros: v.channels), rgb = Buffer(zeros: v.channels)
+            referenceBatchNormBackward(v, x: x.pointer, dy: masked.pointer, mean: mean.pointer, invStd: inv.pointer,
+                                       gamma: gamma.pointer, training: training, fusedReLU: nil,
+                                       dx: rdx.pointer, dgamma: rgg.pointer, dbeta: rgb.pointer)
+            #expect(relativeDifference(dx.values, rdx.values) < 2e-5, "dx \(v)")
+            if allOutputs {
+                #expect(relativeDifference(gg.values, rgg.values) < 2e-5, "dgamma \(v)")
+                #expect(relativeDifference(gb.values, rgb.values) < 2e-5, "dbeta \(v)")
+            }
+        }
+    }
+
     /// Optional outputs: asking only for dγ/dβ, or only for dx, gives the same values as asking for all.
     @Test func optionalOutputs() {
         let v = ChannelView(outer: 100, channels: 19, inner: 1)

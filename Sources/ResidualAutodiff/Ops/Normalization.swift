@@ -40,23 +40,40 @@ private func affine(_ c: Int, mean: Tensor, invStd: Tensor, weight: Tensor?, bia
 /// Records the normalisation `y` (computed from `x` with statistics `mean`/`invStd`) with its
 /// hand-written backward. `training`: the statistics are this batch's (their gradient flows);
 /// otherwise they are constants.
+/// With `residual` (the shortcut of a residual block, any layout), `y = relu(bn(x) + residual)`
+/// and the backward also returns the shortcut's gradient (`g` where `y > 0`), written by the
+/// statistics pass.
 private func recordBatchNorm(_ y: Tensor, _ x: Tensor, _ v: ChannelView, weight: Tensor?, bias: Tensor?,
                              mean: Tensor, invStd: Tensor, training: Bool,
-                             fusedReLU: (scale: Tensor, shift: Tensor)?) -> Tensor {
+                             fusedReLU: (scale: Tensor, shift: Tensor)?, residual: Tensor? = nil) -> Tensor {
     let (cx, cw) = (x.detached, weight?.detached)
     var inputs = [x]
     if let weight { inputs.append(weight) }
     if let bias { inputs.append(bias) }
-    let hasW = weight != nil, hasB = bias != nil
+    if let residual { inputs.append(residual) }
+    let hasW = weight != nil, hasB = bias != nil, hasR = residual != nil
+    let cy: Tensor? = hasR ? y.detached : nil
     let c = v.channels
     return Tape.recordOp(y, inputs: inputs) { g, needs in
         let g = g.relaid(cx.layout, for: "batchNorm backward")
         let wantW = hasW && needs[1], wantB = hasB && needs[hasW ? 2 : 1]
         var gw = wantW ? Tensor(zeros: [c]) : nil, gb = wantB ? Tensor(zeros: [c]) : nil
         var gx: Tensor? = nil
+        // The shortcut's gradient is computed whenever there is a shortcut: it is the masked
+        // gradient the batch-norm backward reads.
+        var gr: Tensor? = hasR ? Tensor(shape: cx.shape, layout: cx.layout) { _ in } : nil
         func run(_ dx: UnsafeMutablePointer<Float>?) {
             gw.withMutablePointer { pgw in
                 gb.withMutablePointer { pgb in
+                    if let cy, let grs = gr?.rawStorage {
+                        batchNormBackwardAddReLU(v, x: cx.rawStorage.pointer, dy: g.rawStorage.pointer,
+                                                 output: cy.rawStorage.pointer, mean: mean.storage.pointer,
+                                                 invStd: invStd.storage.pointer,
+                                                 gamma: cw.map { UnsafePointer($0.storage.pointer) },
+                                                 training: training, residualGradient: grs.pointer,
+                                                 dx: dx, dgamma: pgw, dbeta: pgb)
+                        return
+                    }
                     batchNormBackward(v, x: cx.rawStorage.pointer, dy: g.rawStorage.pointer,
                                       mean: mean.storage.pointer, invStd: invStd.storage.pointer,
                                       gamma: cw.map { UnsafePointer($0.storage.pointer) }, training: training,
@@ -74,8 +91,19 @@ private func recordBatchNorm(_ y: Tensor, _ x: Tensor, _ v: ChannelView, weight:
         var grads: [Tensor?] = [gx]
         if hasW { grads.append(gw) }
         if hasB { grads.append(gb) }
+        if hasR {
+            if !needs[needs.count - 1] { gr = nil }
+            grads.append(gr)
+        }
         return grads
     }
+}
+
+/// The shortcut of `relu(bn(x) + residual)`, checked and in `x`'s layout.
+private func residualOperand(_ op: String, _ x: Tensor, _ residual: Tensor?) -> Tensor? {
+    guard let residual else { return nil }
+    shapeCheck(residual.shape == x.shape, "\(op): residual \(describe(residual.shape)) for input \(describe(x.shape))")
+    return residual.relaid(x.layout, for: "batchNorm (residual layout)")
 }
 
 extension Optional where Wrapped == Tensor {
@@ -92,9 +120,15 @@ extension Optional where Wrapped == Tensor {
 /// (with `fusedReLU`) `max(·, 0)`: `relu(batchNorm(x))` in one pass each way.
 /// Returns the output (recorded on the tape, in `x`'s layout) and the batch mean and *biased*
 /// variance per channel (constants; the caller updates its running statistics from them).
-public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsilon: Float, fusedReLU: Bool = false)
+///
+/// With `residual` (same shape as `x`), the output is `relu(bn(x) + residual)` (`fusedReLU` is then
+/// implied): the end of a residual block in one pass forward and two backward, where a separate
+/// `addReLU` would add a pass each way and a temporary the size of the activation.
+public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsilon: Float, fusedReLU: Bool = false,
+                              residual: Tensor? = nil)
     -> (output: Tensor, mean: Tensor, variance: Tensor) {
     let v = channelView("batchNormTraining", x, [("weight", weight), ("bias", bias)])
+    let r = residualOperand("batchNormTraining", x, residual)
     shapeCheck(v.perChannel > 0, "batchNormTraining: input \(describe(x.shape)) has no elements per channel")
     let c = v.channels
     var meanT = Tensor(zeros: [c]), varT = Tensor(zeros: [c])
@@ -108,20 +142,29 @@ public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsil
     }
     let (scale, shift) = affine(c, mean: meanT, invStd: invStd, weight: weight, bias: bias)
     let y = Tensor(shape: x.shape, layout: x.layout) { out in
-        batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
-                       out.baseAddress!, relu: fusedReLU)
+        if let r {
+            withExtendedLifetime(r) {
+                batchNormApplyAddReLU(v, x.rawStorage.pointer, scale: scale.storage.pointer,
+                                      shift: shift.storage.pointer, residual: r.rawStorage.pointer, out.baseAddress!)
+            }
+        } else {
+            batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
+                           out.baseAddress!, relu: fusedReLU)
+        }
     }
     let out = recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: meanT, invStd: invStd,
-                              training: true, fusedReLU: fusedReLU ? (scale, shift) : nil)
+                              training: true, fusedReLU: fusedReLU && r == nil ? (scale, shift) : nil, residual: residual)
     return (out, meanT, varT)
 }
 
 /// Normalises with given (running) statistics: `(x − mean) / sqrt(variance + eps) · weight + bias`,
 /// then (with `fusedReLU`) `max(·, 0)`. `mean` and `variance` are constants to the tape.
+/// With `residual`, `relu(bn(x) + residual)` in one pass, as in `batchNormTraining`.
 public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean: Tensor, variance: Tensor,
-                               epsilon: Float, fusedReLU: Bool = false) -> Tensor {
+                               epsilon: Float, fusedReLU: Bool = false, residual: Tensor? = nil) -> Tensor {
     let v = channelView("batchNormInference", x,
                         [("weight", weight), ("bias", bias), ("mean", mean), ("variance", variance)])
+    let r = residualOperand("batchNormInference", x, residual)
     let c = v.channels
     let m = mean.standard(for: "batchNormInference"), variance = variance.standard(for: "batchNormInference")
     let invStd = vector(c) { p in
@@ -129,9 +172,16 @@ public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean
     }
     let (scale, shift) = affine(c, mean: m, invStd: invStd, weight: weight, bias: bias)
     let y = Tensor(shape: x.shape, layout: x.layout) { out in
-        batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
-                       out.baseAddress!, relu: fusedReLU)
+        if let r {
+            withExtendedLifetime(r) {
+                batchNormApplyAddReLU(v, x.rawStorage.pointer, scale: scale.storage.pointer,
+                                      shift: shift.storage.pointer, residual: r.rawStorage.pointer, out.baseAddress!)
+            }
+        } else {
+            batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
+                           out.baseAddress!, relu: fusedReLU)
+        }
     }
     return recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: m.detached, invStd: invStd,
-                           training: false, fusedReLU: fusedReLU ? (scale, shift) : nil)
+                           training: false, fusedReLU: fusedReLU && r == nil ? (scale, shift) : nil, residual: residual)
 }
