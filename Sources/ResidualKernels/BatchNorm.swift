@@ -150,31 +150,42 @@ public func batchNormApply(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: U
                            shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, relu: Bool,
                            threads: Int? = nil) {
     if relu {
-        applyAffine(v, x, scale, shift, y, threads, ReLUEpilogue.self)
+        applyAffine(v, x, scale, shift, y, threads, ReLUEpilogue())
     } else {
-        applyAffine(v, x, scale, shift, y, threads, IdentityEpilogue.self)
+        applyAffine(v, x, scale, shift, y, threads, IdentityEpilogue())
     }
 }
 
 /// What follows the affine map in `batchNormApply` (a type parameter, so each loop is specialised).
+/// `offset` is the element's index in the tensor, for epilogues that read a second operand there.
 protocol Epilogue {
-    static func apply(_ v: Vec) -> Vec
-    static func apply(_ s: Float) -> Float
+    func vector(_ offset: Int, _ v: Vec) -> Vec
+    func scalar(_ offset: Int, _ s: Float) -> Float
 }
 
-enum IdentityEpilogue: Epilogue {
-    @inline(__always) static func apply(_ v: Vec) -> Vec { v }
-    @inline(__always) static func apply(_ s: Float) -> Float { s }
+struct IdentityEpilogue: Epilogue {
+    @inline(__always) func vector(_ o: Int, _ v: Vec) -> Vec { v }
+    @inline(__always) func scalar(_ o: Int, _ s: Float) -> Float { s }
 }
 
-enum ReLUEpilogue: Epilogue {
-    @inline(__always) static func apply(_ v: Vec) -> Vec { v.replacing(with: 0, where: v .< 0) }
-    @inline(__always) static func apply(_ s: Float) -> Float { max(s, 0) }
+struct ReLUEpilogue: Epilogue {
+    @inline(__always) func vector(_ o: Int, _ v: Vec) -> Vec { v.replacing(with: 0, where: v .< 0) }
+    @inline(__always) func scalar(_ o: Int, _ s: Float) -> Float { max(s, 0) }
+}
+
+/// `max(· + residual, 0)`: the block end of a residual network (``batchNormApplyAddReLU``).
+struct AddReLUEpilogue: Epilogue {
+    let residual: UnsafePointer<Float>
+    @inline(__always) func vector(_ o: Int, _ v: Vec) -> Vec {
+        let u = v + load(residual + o)
+        return u.replacing(with: 0, where: u .< 0)
+    }
+    @inline(__always) func scalar(_ o: Int, _ s: Float) -> Float { max(s + residual[o], 0) }
 }
 
 func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ scale: UnsafePointer<Float>,
                               _ shift: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ threads: Int?,
-                              _: E.Type) {
+                              _ e: E) {
     let c = v.channels
     let out = UncheckedSendable(y)
     if v.inner > 1 {
@@ -183,10 +194,10 @@ func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sca
                 let ch = plane % c, off = plane * v.inner
                 let a = scale[ch], b = shift[ch]
                 let va = Vec(repeating: a), vb = Vec(repeating: b)
-                let (src, dst) = (x + off, out.value + off)
-                var j = 0
-                while j + 16 <= v.inner { store(E.apply(vb.addingProduct(load(src + j), va)), dst + j); j += 16 }
-                while j < v.inner { dst[j] = E.apply(b.addingProduct(src[j], a)); j += 1 }
+                var j = off
+                let end = off + v.inner
+                while j + 16 <= end { store(e.vector(j, vb.addingProduct(load(x + j), va)), out.value + j); j += 16 }
+                while j < end { out.value[j] = e.scalar(j, b.addingProduct(x[j], a)); j += 1 }
             }
         }
         return
@@ -198,20 +209,22 @@ func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sca
         var c0 = 0
         while c0 + 16 <= c {
             let vs = load(scale + c0), vb = load(shift + c0)
-            var src = x + r0 * c + c0, dst = out.value + r0 * c + c0
+            var o = r0 * c + c0
             var r = r0
             while r + 2 <= r1 {
-                store(E.apply(vb.addingProduct(load(src), vs)), dst)
-                store(E.apply(vb.addingProduct(load(src + c), vs)), dst + c)
-                src += 2 * c; dst += 2 * c; r += 2
+                store(e.vector(o, vb.addingProduct(load(x + o), vs)), out.value + o)
+                store(e.vector(o + c, vb.addingProduct(load(x + o + c), vs)), out.value + o + c)
+                o += 2 * c; r += 2
             }
-            if r < r1 { store(E.apply(vb.addingProduct(load(src), vs)), dst) }
+            if r < r1 { store(e.vector(o, vb.addingProduct(load(x + o), vs)), out.value + o) }
             c0 += 16
         }
         if c0 < c {
             for r in r0..<r1 {
-                let src = x + r * c, dst = out.value + r * c
-                for ch in c0..<c { dst[ch] = E.apply(shift[ch].addingProduct(src[ch], scale[ch])) }
+                let row = r * c
+                for ch in c0..<c {
+                    out.value[row + ch] = e.scalar(row + ch, shift[ch].addingProduct(x[row + ch], scale[ch]))
+                }
             }
         }
     }
@@ -225,44 +238,7 @@ func applyAffine<E: Epilogue>(_ v: ChannelView, _ x: UnsafePointer<Float>, _ sca
 public func batchNormApplyAddReLU(_ v: ChannelView, _ x: UnsafePointer<Float>, scale: UnsafePointer<Float>,
                                   shift: UnsafePointer<Float>, residual: UnsafePointer<Float>,
                                   _ y: UnsafeMutablePointer<Float>, threads: Int? = nil) {
-    let c = v.channels
-    let out = UncheckedSendable(y)
-    @inline(__always) func relu(_ u: Vec) -> Vec { u.replacing(with: 0, where: u .< 0) }
-    if v.inner > 1 {
-        parallelFor(v.outer * c, minimumPerThread: max(1, 8192 / v.inner), threads: threads) { planes in
-            for plane in planes {
-                let ch = plane % c, off = plane * v.inner
-                let a = scale[ch], b = shift[ch]
-                let va = Vec(repeating: a), vb = Vec(repeating: b)
-                let (src, res, dst) = (x + off, residual + off, out.value + off)
-                var j = 0
-                while j + 16 <= v.inner {
-                    store(relu(vb.addingProduct(load(src + j), va) + load(res + j)), dst + j); j += 16
-                }
-                while j < v.inner { dst[j] = max(b.addingProduct(src[j], a) + res[j], 0); j += 1 }
-            }
-        }
-        return
-    }
-    forEachRowChunk(v.outer, c, threads) { r0, r1 in
-        var c0 = 0
-        while c0 + 16 <= c {
-            let vs = load(scale + c0), vb = load(shift + c0)
-            for r in r0..<r1 {
-                let o = r * c + c0
-                store(relu(vb.addingProduct(load(x + o), vs) + load(residual + o)), out.value + o)
-            }
-            c0 += 16
-        }
-        if c0 < c {
-            for r in r0..<r1 {
-                for ch in c0..<c {
-                    let o = r * c + ch
-                    out.value[o] = max(shift[ch].addingProduct(x[o], scale[ch]) + residual[o], 0)
-                }
-            }
-        }
-    }
+    applyAffine(v, x, scale, shift, y, threads, AddReLUEpilogue(residual: residual))
 }
 
 /// Splits `rows` into chunks of `chunkRows(c)` rows across threads and calls `body(start, end)` per chunk.

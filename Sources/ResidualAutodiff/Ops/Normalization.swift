@@ -137,21 +137,9 @@ public func batchNormTraining(_ x: Tensor, weight: Tensor?, bias: Tensor?, epsil
             batchNormStatistics(v, x.rawStorage.pointer, mean: mp.baseAddress!, variance: vp.baseAddress!)
         }
     }
-    let invStd = vector(c) { p in
-        varT.withUnsafeBufferPointer { vp in for ch in 0..<c { p[ch] = 1 / (vp[ch] + epsilon).squareRoot() } }
-    }
+    let invStd = inverseStandardDeviation(c, varT, epsilon)
     let (scale, shift) = affine(c, mean: meanT, invStd: invStd, weight: weight, bias: bias)
-    let y = Tensor(shape: x.shape, layout: x.layout) { out in
-        if let r {
-            withExtendedLifetime(r) {
-                batchNormApplyAddReLU(v, x.rawStorage.pointer, scale: scale.storage.pointer,
-                                      shift: shift.storage.pointer, residual: r.rawStorage.pointer, out.baseAddress!)
-            }
-        } else {
-            batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
-                           out.baseAddress!, relu: fusedReLU)
-        }
-    }
+    let y = normalized(x, v, scale: scale, shift: shift, residual: r, relu: fusedReLU)
     let out = recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: meanT, invStd: invStd,
                               training: true, fusedReLU: fusedReLU && r == nil ? (scale, shift) : nil, residual: residual)
     return (out, meanT, varT)
@@ -167,11 +155,25 @@ public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean
     let r = residualOperand("batchNormInference", x, residual)
     let c = v.channels
     let m = mean.standard(for: "batchNormInference"), variance = variance.standard(for: "batchNormInference")
-    let invStd = vector(c) { p in
+    let invStd = inverseStandardDeviation(c, variance, epsilon)
+    let (scale, shift) = affine(c, mean: m, invStd: invStd, weight: weight, bias: bias)
+    let y = normalized(x, v, scale: scale, shift: shift, residual: r, relu: fusedReLU)
+    return recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: m.detached, invStd: invStd,
+                           training: false, fusedReLU: fusedReLU && r == nil ? (scale, shift) : nil, residual: residual)
+}
+
+/// `1 / sqrt(variance + eps)` per channel.
+private func inverseStandardDeviation(_ c: Int, _ variance: Tensor, _ epsilon: Float) -> Tensor {
+    vector(c) { p in
         variance.withUnsafeBufferPointer { vp in for ch in 0..<c { p[ch] = 1 / (vp[ch] + epsilon).squareRoot() } }
     }
-    let (scale, shift) = affine(c, mean: m, invStd: invStd, weight: weight, bias: bias)
-    let y = Tensor(shape: x.shape, layout: x.layout) { out in
+}
+
+/// `x · scale + shift` per channel, then the fused ReLU, or with `residual` `relu(· + residual)`,
+/// in one pass (the forward of both batch-norm modes).
+private func normalized(_ x: Tensor, _ v: ChannelView, scale: Tensor, shift: Tensor, residual r: Tensor?,
+                        relu: Bool) -> Tensor {
+    Tensor(shape: x.shape, layout: x.layout) { out in
         if let r {
             withExtendedLifetime(r) {
                 batchNormApplyAddReLU(v, x.rawStorage.pointer, scale: scale.storage.pointer,
@@ -179,9 +181,7 @@ public func batchNormInference(_ x: Tensor, weight: Tensor?, bias: Tensor?, mean
             }
         } else {
             batchNormApply(v, x.rawStorage.pointer, scale: scale.storage.pointer, shift: shift.storage.pointer,
-                           out.baseAddress!, relu: fusedReLU)
+                           out.baseAddress!, relu: relu)
         }
     }
-    return recordBatchNorm(y, x, v, weight: weight, bias: bias, mean: m.detached, invStd: invStd,
-                           training: false, fusedReLU: fusedReLU && r == nil ? (scale, shift) : nil, residual: residual)
 }
