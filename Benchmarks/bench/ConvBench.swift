@@ -10,7 +10,11 @@ import ResidualKernels
 /// shapes of ResNet-50 (torchvision v1.5, stride on the 3x3) at batch 16 (training) and batch 1
 /// (forward only: inference). `<layer>.down` is the strided 3x3 opening a stage, `.proj` the strided
 /// 1x1 projection shortcut. The stems (first convolutions) have no input gradient, so their `fwd+bwd`
-/// is forward + backward-weight. FLOP count: 2 x N x O x OH x OW x C x kh x kw per pass.
+/// is forward + backward-weight. FLOP count: 2 x N x O x OH x OW x C x kh x kw per pass, also for
+/// passes computed with Winograd (fewer multiplications): their GFLOP/s is *effective* and can
+/// exceed the peak; such records carry `"winograd": 1` and the table marks them with `*`.
+/// `--algorithms` adds `convalg <net>.<layer> b<batch> <fwd|bwd-data> <direct|winograd>` rows for
+/// the 3x3 stride-1 layers, each algorithm forced, to compare them in one run.
 ///
 /// Where ANCHORS.md has PyTorch's channels-last figure (oneDNN) for the same shape, pass and thread
 /// count, the JSON record carries `onednn_gflops` and `vs_onednn` (ours / theirs).
@@ -89,12 +93,24 @@ enum ConvBench: BenchmarkFamily {
                 list.append(benchmark(layer, pass))
             }
         }
+        // `--algorithms`: every 3x3 stride-1 layer, forward and backward-data, with each algorithm
+        // that supports it, so direct and Winograd compare in one run (ConvSelect.swift's rule).
+        for layer in layers where !layer.stem && layer.k == 3 && layer.stride == 1 {
+            for pass in [Pass.fwd, .bwdData] {
+                for alg in [ConvAlgorithm.direct, .winograd] where alg.supports(layer.shape) {
+                    list.append(benchmark(layer, pass, algorithm: alg))
+                }
+            }
+        }
         return list
     }
 
-    static func benchmark(_ layer: Layer, _ pass: Pass) -> Benchmark {
-        let name = "conv \(layer.name) b\(layer.batch) \(pass.rawValue)"
-        return Benchmark(name: name) { threads in
+    /// With `algorithm`, the row `convalg <net>.<layer> b<batch> <pass> <algorithm>` (suite
+    /// `algorithms`) forces it; without, `ConvAlgorithm.choose` decides.
+    static func benchmark(_ layer: Layer, _ pass: Pass, algorithm: ConvAlgorithm? = nil) -> Benchmark {
+        let name = algorithm.map { "convalg \(layer.name) b\(layer.batch) \(pass.rawValue) \($0)" }
+            ?? "conv \(layer.name) b\(layer.batch) \(pass.rawValue)"
+        return Benchmark(name: name, suite: algorithm == nil ? .kernels : .algorithms) { threads in
             let s = layer.shape
             let x = Buffer(count: s.batch * s.height * s.width * s.inChannels, seed: 1)
             let w = Buffer(count: s.outChannels * s.inChannels * s.kernelH * s.kernelW, seed: 2)
@@ -105,9 +121,9 @@ enum ConvBench: BenchmarkFamily {
             let once = 2 * Double(s.batch * s.outH * s.outW * s.outChannels)
                 * Double(s.inChannels * s.kernelH * s.kernelW)
             let fwd = { conv2dForwardNHWC(s, input: x.pointer, weight: w.pointer, bias: nil, output: y.pointer,
-                                          threads: threads) }
+                                          algorithm: algorithm, threads: threads) }
             let data = { conv2dBackwardDataNHWC(s, gradOutput: dy.pointer, weight: w.pointer,
-                                                gradInput: dx.pointer, threads: threads) }
+                                                gradInput: dx.pointer, algorithm: algorithm, threads: threads) }
             let weight = { conv2dBackwardWeightNHWC(s, input: x.pointer, gradOutput: dy.pointer,
                                                     gradWeight: dw.pointer, gradBias: nil, threads: threads) }
             let run: () -> Void, flops: Double
@@ -123,10 +139,20 @@ enum ConvBench: BenchmarkFamily {
                 }
             }
             let reference = onednn["\(layer.name) b\(layer.batch) \(pass.rawValue) t\(threads)"]
+            // Winograd in any timed pass: GFLOP/s is effective (direct FLOP count), marked in the table.
+            let passes: [ConvAlgorithm.Pass] = switch pass {
+            case .fwd: [.forward]
+            case .bwdData: [.backwardData]
+            case .bwdWeight: [.backwardWeight]
+            case .fwdBwd: layer.stem ? [.forward, .backwardWeight] : [.forward, .backwardData, .backwardWeight]
+            }
+            let winograd = algorithm.map { $0 == .winograd && pass != .bwdWeight }
+                ?? passes.contains { ConvAlgorithm.choose(s, $0) == .winograd }
             return Prepared(flops: flops, run: run) { seconds in
-                guard let reference, seconds > 0 else { return [] }
+                let mark: [(String, Double)] = winograd ? [("winograd", 1)] : []
+                guard let reference, seconds > 0 else { return mark }
                 let ours = flops / seconds / 1e9
-                return [("onednn_gflops", reference), ("vs_onednn", ours / reference)]
+                return mark + [("onednn_gflops", reference), ("vs_onednn", ours / reference)]
             }
         }
     }

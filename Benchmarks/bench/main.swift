@@ -7,7 +7,7 @@ import Glibc
 // own FMA peak measured in the same run. See docs/Kernels.md, "Benchmarks".
 
 let usage = """
-    Usage: bench [--threads N[,N...]] [--filter PATTERN] [--models] [--long] [--all] [--samples N] [--json] [--list]
+    Usage: bench [--threads N[,N...]] [--filter PATTERN] [--models] [--long] [--algorithms] [--all] [--samples N] [--json] [--list]
 
     Measures the CPU's fp32 FMA peak (record `peak`, 1 thread and all threads), then every selected
     benchmark; each record reports GFLOP/s and % of the peak measured for its thread count.
@@ -19,6 +19,8 @@ let usage = """
       --models          run the models suite instead of the kernel suite (whole-model training and
                         inference, each configuration in its own child process for its peak RSS)
       --long            run the slow checks (memory flatness over 1,000 training steps)
+      --algorithms      run the 3x3 stride-1 conv layers with each algorithm forced (direct vs
+                        Winograd rows `convalg ... <algorithm>`, FLOPs counted as direct)
       --all             run every suite
       --samples N       timed samples per benchmark, median reported (default 7)
       --json            print one JSON array of records instead of the table
@@ -76,11 +78,12 @@ func parseOptions(_ args: [String]) -> Options {
             let text = take()
             guard let n = Int(text), n > 0 else { usageError("--samples expects a positive integer (got '\(text)')") }
             o.samples = n
-        case "--models", "--long", "--all", "--json", "--list", "--help":
+        case "--models", "--long", "--algorithms", "--all", "--json", "--list", "--help":
             if inline != nil { usageError("\(arg) takes no value") }
             switch arg {
             case "--models": o.suites = [.models]
             case "--long": o.suites = [.long]
+            case "--algorithms": o.suites = [.algorithms]
             case "--all": o.suites = Set(Suite.allCases)
             case "--json": o.json = true
             case "--list": o.list = true

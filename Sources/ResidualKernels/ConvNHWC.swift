@@ -15,6 +15,10 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
     case gemm
     /// groups > 1: transpose to NCHW and use im2col + GEMM per group.
     case grouped
+    /// Winograd F(4x4, 3x3) (ConvWinograd.swift) for 3x3 stride-1 convolutions, forward and
+    /// backward-data; its backward-weight is the direct kernel's. Not exact to the direct kernel's
+    /// rounding bound: its error is a few times larger (the transforms amplify rounding).
+    case winograd
 
     /// The three computations of a convolution layer.
     public enum Pass: String, Sendable, CaseIterable { case forward, backwardData, backwardWeight }
@@ -26,6 +30,9 @@ public enum ConvAlgorithm: String, Sendable, CaseIterable {
         case .direct: return s.groups == 1
         case .gemm:
             return s.groups == 1 && s.kernelH == 1 && s.kernelW == 1 && s.padH == 0 && s.padW == 0
+        case .winograd:
+            return s.groups == 1 && s.kernelH == 3 && s.kernelW == 3 && s.strideH == 1 && s.strideW == 1
+                && (0...2).contains(s.padH) && (0...2).contains(s.padW)
         }
     }
 }
@@ -48,6 +55,9 @@ public func conv2dForwardNHWC(_ s: Conv2dShape, input: UnsafePointer<Float>, wei
     case .grouped: groupedNHWC(s, .forward, a: input, b: weight, out: output, bias: bias, threads: threads)
     case .gemm: gemmForward(s, input: input, weight: weight, output: output, threads: threads)
     case .direct: directForward(s, input: input, weight: weight, output: output, threads: threads)
+    case .winograd:
+        winogradForward(s, input: input, weight: weight, output: output, bias: bias, threads: threads)
+        return
     }
     if let bias, alg != .grouped { addBias(s.batch * s.outH * s.outW, s.outChannels, bias, output) }
 }
@@ -71,8 +81,8 @@ public func conv2dBackwardDataNHWC(_ s: Conv2dShape, gradOutput: UnsafePointer<F
     }
     let alg = algorithm ?? ConvAlgorithm.choose(s, .backwardData)
     precondition(alg.supports(s), "conv2dBackwardDataNHWC: \(alg) does not support \(s)")
-    if accumulate && alg != .direct {
-        // Only the direct kernel accumulates in its epilogue: the others go through a scratch buffer.
+    if accumulate && alg != .direct && alg != .winograd {
+        // Direct and Winograd accumulate in their epilogues: the others go through a scratch buffer.
         let scratch = UnsafeMutablePointer<Float>.allocate(capacity: inputCount)
         defer { scratch.deallocate() }
         conv2dBackwardDataNHWC(s, gradOutput: gradOutput, weight: weight, gradInput: scratch, algorithm: alg,
@@ -86,6 +96,9 @@ public func conv2dBackwardDataNHWC(_ s: Conv2dShape, gradOutput: UnsafePointer<F
     case .direct:
         directBackwardData(s, gradOutput: gradOutput, weight: weight, gradInput: gradInput, accumulate: accumulate,
                            threads: threads)
+    case .winograd:
+        winogradBackwardData(s, gradOutput: gradOutput, weight: weight, gradInput: gradInput, accumulate: accumulate,
+                             threads: threads)
     }
 }
 
@@ -108,7 +121,9 @@ public func conv2dBackwardWeightNHWC(_ s: Conv2dShape, input: UnsafePointer<Floa
     switch alg {
     case .grouped: groupedNHWC(s, .backwardWeight, a: input, b: gradOutput, out: gradWeight, bias: nil, threads: threads)
     case .gemm: gemmBackwardWeight(s, input: input, gradOutput: gradOutput, gradWeight: gradWeight, threads: threads)
-    case .direct: directBackwardWeight(s, input: input, gradOutput: gradOutput, gradWeight: gradWeight, threads: threads)
+    case .direct, .winograd:
+        // Winograd's weight gradient would need the transform of dY per tile; the direct kernel does it.
+        directBackwardWeight(s, input: input, gradOutput: gradOutput, gradWeight: gradWeight, threads: threads)
     }
 }
 

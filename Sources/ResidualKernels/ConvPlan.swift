@@ -101,13 +101,22 @@ public final class ConvForwardPlan: @unchecked Sendable {
     private let tile: ConvTile?
     /// The weight as given (`gemm` and `grouped` pack inside their GEMMs on every call).
     private let weightCopy: UnsafeMutablePointer<Float>?
+    /// Winograd's transformed weight `G g Gᵀ`, computed once.
+    private let winograd: WinogradWeights?
 
     public init(_ s: Conv2dShape, weight: UnsafePointer<Float>, algorithm: ConvAlgorithm? = nil) {
         shape = s
         let alg = algorithm ?? ConvAlgorithm.choose(s, .forward)
         precondition(alg.supports(s), "ConvForwardPlan: \(alg) does not support \(s)")
         self.algorithm = alg
-        if alg == .direct {
+        winograd = alg == .winograd
+            ? winogradTransformWeights(weight, outC: s.outChannels, inC: s.inChannels, flip: false, threads: nil)
+            : nil
+        if alg == .winograd {
+            packed = nil
+            tile = nil
+            weightCopy = nil
+        } else if alg == .direct {
             let p = Self.directPass(s, batch: max(1, s.batch))
             let t = directTile(p)
             tile = t
@@ -126,6 +135,7 @@ public final class ConvForwardPlan: @unchecked Sendable {
     deinit {
         packed?.deallocate()
         weightCopy?.deallocate()
+        winograd?.deallocate()
     }
 
     static func directPass(_ s: Conv2dShape, batch: Int) -> DirectPass {
@@ -147,6 +157,13 @@ public final class ConvForwardPlan: @unchecked Sendable {
             // The epilogue runs inside the pass, on each tile as it is finished.
             runDirectPass(Self.directPass(s, batch: batch), x: input, weights: packed!, tile: tile!, out: output,
                           epilogue: epilogue.isEmpty ? nil : epilogue, threads: threads)
+            return
+        case .winograd:
+            // Bias, residual and ReLU in the output transform, while the tile is in registers.
+            runWinogradPass(WinogradPass(forward: s), input: input, weights: winograd!, output: output,
+                            epilogue: WinogradEpilogue(bias: epilogue.bias, residual: epilogue.residual,
+                                                       relu: epilogue.relu),
+                            threads: threads)
             return
         case .gemm:
             gemmForward(s, input: input, weight: weightCopy!, output: output, threads: threads)

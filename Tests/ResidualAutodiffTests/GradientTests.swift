@@ -1,5 +1,6 @@
 import Testing
 import ResidualAutodiff
+import ResidualKernels
 import ResidualTestSupport
 
 /// Every op's backward against central finite differences (ResidualTestSupport.GradientCheck).
@@ -147,9 +148,18 @@ import ResidualTestSupport
         (2, 3, 5, 5, 4, 3, 1, 1, 1, true), (1, 2, 7, 6, 3, 3, 2, 1, 1, false), (2, 4, 6, 6, 6, 1, 2, 0, 1, false),
         (1, 4, 5, 5, 4, 3, 1, 1, 2, true), (1, 3, 9, 9, 2, 7, 2, 3, 1, false), (1, 2, 3, 3, 2, 3, 1, 2, 1, true),
         (2, 6, 4, 5, 6, 3, 1, 1, 3, false), (1, 1, 1, 1, 1, 1, 1, 0, 1, true),
+        // 3x3 stride 1 with 32 channels: `ConvAlgorithm.choose` takes Winograd (forward and
+        // backward-data; checked below), with partial edge tiles (7x6 outputs, 4x4 tiles).
+        (1, 32, 7, 6, 33, 3, 1, 1, 1, true),
     ])
     func convolution(_ c: (Int, Int, Int, Int, Int, Int, Int, Int, Int, Bool)) {
         let (n, ch, h, w, o, k, s, p, g, hasBias) = c
+        if ch == 32 {
+            let shape = Conv2dShape(batch: n, inChannels: ch, height: h, width: w, outChannels: o, kernelH: k,
+                                    kernelW: k, strideH: s, strideW: s, padH: p, padW: p, groups: g)
+            #expect(ConvAlgorithm.choose(shape, .forward) == .winograd)
+            #expect(ConvAlgorithm.choose(shape, .backwardData) == .winograd)
+        }
         let x = testTensor([n, ch, h, w], seed: 28)
         let wt = testTensor([o, ch / g, k, k], seed: 29)
         let b = testTensor([o], seed: 30)
@@ -176,6 +186,10 @@ import ResidualTestSupport
             return conv2d(t[0], t[1], padding: 1) + r
         })
         expectPass(checkGradients([testTensor([1, 1, 3, 3], seed: 42)]) { t in conv2d(t[0], t[0], padding: 1) })
+        // 32 channels: Winograd's backward-data (`ConvAlgorithm.choose`), accumulating in its output
+        // transform.
+        let x32 = testTensor([1, 32, 5, 6], seed: 43), w32 = testTensor([32, 32, 3, 3], seed: 44, lower: -0.2, upper: 0.2)
+        expectPass(checkGradients([x32, w32]) { t in conv2d(t[0], t[1], padding: 1) + tanh(t[0]) })
     }
 
     @Test(arguments: [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 2, 0)])

@@ -14,7 +14,8 @@ import ResidualKernels
             let k = ConvCase(s, seed: 11)
             let fwd = k.forwardReference()
             let residual = convTestValues(k.dy.count, seed: 99)
-            for alg in ConvAlgorithm.allCases where alg.supports(shape) {
+            // Winograd's plan is checked against its own bound in ConvWinogradTests.
+            for alg in ConvAlgorithm.allCases where alg.supports(shape) && alg != .winograd {
                 // Planned at the original batch; the weight buffer is overwritten afterwards, so a plan
                 // that kept a pointer to it instead of its own copy fails.
                 var w = k.w
