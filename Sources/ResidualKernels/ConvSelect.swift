@@ -19,20 +19,31 @@ extension ConvAlgorithm {
         return .direct
     }
 
-    /// Winograd F(4x4, 3x3) against the direct kernel, forward and backward-data, 1 thread, same run
-    /// (`bench --algorithms`, 02:57 UTC, one foreign core busy; time winograd / time direct, fwd and
-    /// bwd-data): CIFAR ResNet-20 b128 16ch 32x32 1.09 / 1.13, 32ch 16x16 0.81 / 0.71, 64ch 8x8
-    /// 0.45 / 0.45; ResNet-18 b16 64ch 56x56 0.49 / 0.54, 128ch 28x28 0.43 / 0.42, 256ch 14x14
-    /// 0.57 / 0.53, 512ch 7x7 1.80 / 1.73; b1 64ch 0.52 / 0.49, 128ch 0.74 / 0.71, 256ch 14x14
-    /// 1.69 / 1.63, 512ch 7x7 12.7 / 9.3. Two effects decide it:
-    /// - 16 channels: the 36 GEMMs have a 16-long inner dimension and 16 (of 32) useful output
-    ///   lanes per microkernel call, so the transforms dominate; the direct tap-reuse kernel wins.
-    /// - The transformed weight (36·C·K floats, 4x the weight) is streamed once per block of tiles:
-    ///   with few tiles per weight (deep layers, batch 1) it costs more than the arithmetic saved.
-    ///   `C·K <= 1024 · tiles` separates the measured wins (ratio tiles·1024 / C·K >= 3) from the
-    ///   losses (<= 0.25).
+    /// Winograd F(4x4, 3x3) against the direct kernel, forward and backward-data, in one run
+    /// (`bench --algorithms --threads 1,2`, 03:13 UTC, quiet for the training shapes, one foreign
+    /// core during the batch-1 rows): time winograd / time direct, fwd then bwd-data, 1 and 2
+    /// threads (docs/Kernels.md has the milliseconds):
+    ///
+    /// | layer | fwd t1 | fwd t2 | bwd-data t1 | bwd-data t2 |
+    /// |---|---|---|---|---|
+    /// | CIFAR b128 16ch 32x32 | 0.99 | 0.90 | 0.77 | 0.73 |
+    /// | CIFAR b128 32ch 16x16 | 0.47 | 0.52 | 0.46 | 0.51 |
+    /// | CIFAR b128 64ch 8x8 | 0.41 | 0.51 | 0.41 | 0.51 |
+    /// | ResNet-18 b16 64ch 56x56 | 0.43 | 0.43 | 0.44 | 0.46 |
+    /// | ResNet-18 b16 128ch 28x28 | 0.39 | 0.44 | 0.38 | 0.43 |
+    /// | ResNet-18 b16 256ch 14x14 | 0.54 | 0.54 | 0.50 | 0.53 |
+    /// | ResNet-18 b16 512ch 7x7 | 1.81 | 2.23 | 1.71 | 1.77 |
+    /// | ResNet-18 b1 64ch | 0.43 | 0.64 | 0.43 | 0.47 |
+    /// | ResNet-18 b1 128ch | 0.60 | 0.63 | 0.60 | 0.61 |
+    /// | ResNet-18 b1 256ch 14x14 | 1.23 | 1.22 | 1.09 | 1.21 |
+    /// | ResNet-18 b1 512ch 7x7 | 9.4 | 9.6 | 5.9 | 5.8 |
+    ///
+    /// Where it loses, the transformed weight (36·C·K floats, 4x the weight, 38 MB at 512 channels)
+    /// is streamed once per block of tiles and is worth it only with enough tiles per weight:
+    /// `C·K <= 1024 · tiles` separates the wins (tiles · 1024 / C·K >= 3) from the losses (<= 0.25).
+    /// Not measured below 16 channels (the CIFAR stem, C = 3, stays direct), where the 36 GEMMs get thin.
     static func winogradPays(_ s: Conv2dShape) -> Bool {
         let tiles = s.batch * ((s.outH + 3) / 4) * ((s.outW + 3) / 4)
-        return s.inChannels >= 32 && s.outChannels >= 32 && s.inChannels * s.outChannels <= 1024 * tiles
+        return s.inChannels >= 16 && s.outChannels >= 16 && s.inChannels * s.outChannels <= 1024 * tiles
     }
 }
