@@ -106,7 +106,7 @@ public final class ConvForwardPlan: @unchecked Sendable {
 
     public init(_ s: Conv2dShape, weight: UnsafePointer<Float>, algorithm: ConvAlgorithm? = nil) {
         shape = s
-        let alg = algorithm ?? ConvAlgorithm.choose(s, .forward)
+        let alg = algorithm ?? ConvAlgorithm.chooseForPlan(s)
         precondition(alg.supports(s), "ConvForwardPlan: \(alg) does not support \(s)")
         self.algorithm = alg
         winograd = alg == .winograd

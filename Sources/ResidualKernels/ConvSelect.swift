@@ -42,8 +42,22 @@ extension ConvAlgorithm {
     /// is streamed once per block of tiles and is worth it only with enough tiles per weight:
     /// `C·K <= 1024 · tiles` separates the wins (tiles · 1024 / C·K >= 3) from the losses (<= 0.25).
     /// Not measured below 16 channels (the CIFAR stem, C = 3, stays direct), where the 36 GEMMs get thin.
-    static func winogradPays(_ s: Conv2dShape) -> Bool {
+    static func winogradPays(_ s: Conv2dShape, tilesPerWeight: Int = 1024) -> Bool {
         let tiles = s.batch * ((s.outH + 3) / 4) * ((s.outW + 3) / 4)
-        return s.inChannels >= 16 && s.outChannels >= 16 && s.inChannels * s.outChannels <= 1024 * tiles
+        return s.inChannels >= 16 && s.outChannels >= 16 && s.inChannels * s.outChannels <= tilesPerWeight * tiles
+    }
+
+    /// The forward algorithm for a ``ConvForwardPlan``, which transforms Winograd's weight once, so
+    /// the weight transform (0.8 ms per call for 256 x 256 channels) is off the per-call path and
+    /// Winograd pays with 4x fewer tiles per weight: it then also takes ResNet-18 conv4_x at batch 1
+    /// (16 tiles, 256 channels). `infer resnet18 b1`, 4 alternating runs, one foreign core busy:
+    /// 14.63-14.87 ms (1 thread) and 14.73-14.75 ms (2) against 14.87-14.99 and 15.00-15.47 with the
+    /// unplanned rule. conv5_x at batch 1 (4 tiles, 38 MB of transformed weight) stays direct.
+    static func chooseForPlan(_ s: Conv2dShape) -> ConvAlgorithm {
+        let alg = choose(s, .forward)
+        if alg == .direct && ConvAlgorithm.winograd.supports(s) && winogradPays(s, tilesPerWeight: 4096) {
+            return .winograd
+        }
+        return alg
     }
 }
