@@ -18,6 +18,9 @@ struct TrainConfig {
     var trainLimit: Int?
     var testLimit: Int?
     var normalization: Normalization = .perPixelMean
+    var warmup: Warmup = .none
+    /// γ = 0 in the last BN of every residual branch (Goyal et al. 2017; not in the paper).
+    var zeroInitResidual = false
     var augment = true
     var flip = true
     /// Stop (saving a checkpoint, as Ctrl-C does) once this many steps are done in total.
@@ -28,6 +31,85 @@ struct TrainConfig {
     var pointsPerEpoch = 4
     var label: String?
     var quiet = false
+}
+
+/// How a run starts before the paper's multistep schedule takes over.
+enum Warmup: Equatable, Codable, CustomStringConvertible {
+    case none
+    /// He et al. 4.2 (their ResNet-110 recipe): a tenth of the learning rate (0.01 for 0.1) until
+    /// the training error over the last ``Warmup/paperWindow`` batches is below 80 %, then the
+    /// full rate. The switch is decided by the data, so it is stored in checkpoints.
+    case paper
+    /// Linear from 0 to the learning rate over the first `steps` steps (Goyal et al. 2017).
+    /// Not in the paper.
+    case linear(steps: Int)
+
+    /// Batches in the moving training error that ends the paper's warm-up (1,280 images at batch
+    /// 128): one batch is too noisy a measure, a whole epoch too slow.
+    static let paperWindow = 10
+
+    /// `none`, `paper` or `linear:STEPS`.
+    init?(argument: String) {
+        switch argument {
+        case "none": self = .none
+        case "paper": self = .paper
+        default:
+            guard argument.hasPrefix("linear:"), let n = Int(argument.dropFirst("linear:".count)), n >= 1 else { return nil }
+            self = .linear(steps: n)
+        }
+    }
+
+    var description: String {
+        switch self {
+        case .none: "none"
+        case .paper: "paper"
+        case .linear(let n): "linear:\(n)"
+        }
+    }
+}
+
+/// The learning rate of every step: `warmup`, then the paper's multistep schedule over the whole
+/// run (milestones at 50 % and 75 % of `totalSteps`, counted from step 0, warm-up included).
+struct RunSchedule {
+    let multistep: MultiStepSchedule
+    let warmup: Warmup
+    /// The paper's warm-up: the step from which the full rate applies, once known.
+    var switchedAt: Int?
+    /// The paper's warm-up: errors of the last batches (at most ``Warmup/paperWindow``) and their sizes.
+    var recent: [Int] = [], recentSizes: [Int] = []
+
+    init(base: Float, totalSteps: Int, warmup: Warmup) {
+        multistep = .paper(base: base, totalSteps: totalSteps)
+        self.warmup = warmup
+    }
+
+    func learningRate(step: Int) -> Float {
+        switch warmup {
+        case .none:
+            return multistep.learningRate(step: step)
+        case .linear(let n):
+            return LinearWarmup(multistep, warmupSteps: n).learningRate(step: step)
+        case .paper:
+            // A net that never gets below 80 % still follows the schedule's divisions (never above
+            // it): the warm-up rate is a ceiling, not a rate for the rest of the run.
+            var jump = ConstantThenJumpWarmup(multistep, warmupRate: multistep.base / 10, threshold: 0.8)
+            jump.switchedAt = switchedAt
+            return min(jump.learningRate(step: step), multistep.learningRate(step: step))
+        }
+    }
+
+    /// Records the training errors of the batch trained at `step`; the paper's warm-up ends after
+    /// the first full window whose error is below 80 % (from step `step + 1`).
+    mutating func observe(errors: Int, of count: Int, step: Int) {
+        guard warmup == .paper, switchedAt == nil else { return }
+        recent.append(errors); recentSizes.append(count)
+        if recent.count > Warmup.paperWindow { recent.removeFirst(); recentSizes.removeFirst() }
+        guard recent.count == Warmup.paperWindow else { return }
+        var jump = ConstantThenJumpWarmup(multistep, warmupRate: multistep.base / 10, threshold: 0.8)
+        jump.observe(trainingError: Float(recent.reduce(0, +)) / Float(recentSizes.reduce(0, +)), step: step + 1)
+        switchedAt = jump.switchedAt
+        if switchedAt != nil { recent = []; recentSizes = [] }
+    }
 }
 
 /// One point of the error curves.
@@ -66,6 +148,13 @@ struct Progress: Codable {
     var dataWaitSeconds = 0.0
     /// Batches skipped for a non-finite loss or gradient (--skip-nonfinite); nil when none.
     var skippedBatches: Int?
+    /// The warm-up (`Warmup.description`; nil in older checkpoints: none) and, for the paper's,
+    /// its state: the step where the full rate began, the last batches' errors and sizes.
+    var warmup: String?
+    var warmupSwitchedAt: Int?
+    var warmupRecent: [Int]?, warmupRecentSizes: [Int]?
+    /// `--zero-init-residual` (nil in older checkpoints: false).
+    var zeroInitResidual: Bool?
 }
 
 struct TrainResult {
@@ -126,7 +215,8 @@ func makeModel(_ name: String, options: Zoo.Options) -> (any Layer)? {
     let plain = name.lowercased().hasPrefix("plain")
     return withSeed(options.seed) {
         CIFARResNet(depth: depth, shortcut: plain ? ShortcutOption.none : options.shortcut ?? .a,
-                    classes: options.classes ?? 10, inputChannels: options.inputChannels)
+                    classes: options.classes ?? 10, inputChannels: options.inputChannels,
+                    zeroInitLastBN: options.zeroInitLastBN)
     }
 }
 
@@ -216,7 +306,7 @@ func train(_ config: TrainConfig) throws -> TrainResult {
                                   preprocessing: prep, seed: config.seed)
     let testLoader = BatchLoader(testSet, batchSize: 500, shuffle: false, augment: false, preprocessing: prep)
     let options = Zoo.Options(shortcut: config.shortcut, classes: trainSet.classNames.count,
-                              inputChannels: trainSet.channels, seed: config.seed)
+                              inputChannels: trainSet.channels, zeroInitLastBN: config.zeroInitResidual, seed: config.seed)
     guard let model = makeModel(config.model, options: options) else {
         throw UsageError(message: "unknown model '\(config.model)'; `resnet zoo` lists them", command: nil)
     }
@@ -226,16 +316,21 @@ func train(_ config: TrainConfig) throws -> TrainResult {
                         weightDecay: config.weightDecay)
     let stepsPerEpoch = trainLoader.batchesPerEpoch
     let totalSteps = config.epochs * stepsPerEpoch
-    let schedule = MultiStepSchedule.paper(base: config.learningRate, totalSteps: totalSteps)
+    var schedule = RunSchedule(base: config.learningRate, totalSteps: totalSteps, warmup: config.warmup)
     let checkpointURL = out.appendingPathComponent("checkpoint.safetensors")
     let metadata = try checkpointMetadata(config, prep)
     var progress = Progress(model: config.model, seed: config.seed, epochs: config.epochs, batchSize: config.batchSize,
                             learningRate: config.learningRate, trainCount: trainSet.count)
+    progress.warmup = config.warmup == .none ? nil : config.warmup.description
+    progress.zeroInitResidual = config.zeroInitResidual ? true : nil
 
     if config.resume {
         if FileManager.default.fileExists(atPath: checkpointURL.path) {
             progress = try restore(from: checkpointURL, into: model, optimizer, parameters, config: config, prep: prep,
                                    trainCount: trainSet.count)
+            schedule.switchedAt = progress.warmupSwitchedAt
+            schedule.recent = progress.warmupRecent ?? []
+            schedule.recentSizes = progress.warmupRecentSizes ?? []
             if !quiet {
                 say("Resuming \(config.model) from \(checkpointURL.path): epoch \(progress.epoch + 1), batch \(progress.batch), step \(progress.step)")
             }
@@ -254,6 +349,10 @@ func train(_ config: TrainConfig) throws -> TrainResult {
         if let fault = NumericGuard.check(step: progress.step, state: tensors) {
             throw TrainingFault(fault: fault, checkpoint: checkpointURL)
         }
+        if config.warmup == .paper {
+            progress.warmupSwitchedAt = schedule.switchedAt
+            progress.warmupRecent = schedule.recent; progress.warmupRecentSizes = schedule.recentSizes
+        }
         var m = metadata
         m[MetadataKey.progress] = String(decoding: try sortedJSON.encode(progress), as: UTF8.self)
         try SafeTensors.write(tensors, metadata: m, to: checkpointURL)
@@ -269,10 +368,16 @@ func train(_ config: TrainConfig) throws -> TrainResult {
     if !quiet {
         say("Training \(config.model) (\(grouped(model.parameterCount)) parameters) on \(dataName): \(trainSet.count) training, "
             + "\(testSet.count) test images, \(trainSet.channels)x\(trainSet.height)x\(trainSet.width) -> \(prep.size)x\(prep.size)")
-        say("SGD momentum \(config.momentum), weight decay \(config.weightDecay), lr \(config.learningRate) /10 at steps "
-            + "\(schedule.milestones.map(String.init).joined(separator: ", ")) of \(totalSteps); batch \(config.batchSize), "
+        let warmup = switch config.warmup {
+        case .none: ""
+        case .paper: "after a warm-up at lr \(config.learningRate / 10) until the training error is below 80 % (He et al. 4.2), "
+        case .linear(let n): "after a linear warm-up over \(n) steps, "
+        }
+        say("SGD momentum \(config.momentum), weight decay \(config.weightDecay), lr \(config.learningRate) \(warmup)/10 at steps "
+            + "\(schedule.multistep.milestones.map(String.init).joined(separator: ", ")) of \(totalSteps); batch \(config.batchSize), "
             + "\(Threading.threadCount) threads, seed \(config.seed); \(prep.normalization == .perPixelMean ? "per-pixel mean" : "per-channel") "
-            + "normalisation, \(config.augment ? "4-pixel crop\(config.flip ? " + flip" : "")" : "no augmentation")")
+            + "normalisation, \(config.zeroInitResidual ? "last BN of each residual branch zero-initialised (not the paper's), " : "")"
+            + "\(config.augment ? "4-pixel crop\(config.flip ? " + flip" : "")" : "no augmentation")")
     }
     let line = ProgressLine(quiet: quiet)
     let windowSize = max(1, stepsPerEpoch / max(1, config.pointsPerEpoch))
@@ -315,6 +420,17 @@ func train(_ config: TrainConfig) throws -> TrainResult {
             optimizer.zeroGrad()
             let errors = zip(predictions(logits), batch.labels).filter { $0 != $1 }.count
             let n = batch.labels.count
+            if fault == nil {
+                let warming = schedule.switchedAt == nil
+                schedule.observe(errors: errors, of: n, step: progress.step)
+                if warming, let s = schedule.switchedAt {
+                    line.finish()
+                    if !quiet {
+                        say("\(tag)Warm-up over after step \(s): training error of the last \(Warmup.paperWindow) batches "
+                            + "below 80 %; lr \(schedule.learningRate(step: s)) from here")
+                    }
+                }
+            }
             progress.step += 1
             progress.batch = batch.index + 1
             if fault == nil {
@@ -400,12 +516,14 @@ func restore(from url: URL, into model: any Layer, _ optimizer: SGD, _ parameter
     }
     guard saved.model == config.model, saved.batchSize == config.batchSize, saved.trainCount == trainCount,
           saved.seed == config.seed, saved.epochs == config.epochs, saved.learningRate == config.learningRate,
-          savedPrep == prep, contents.metadata[MetadataKey.shortcut] == config.shortcut?.rawValue else {
+          savedPrep == prep, contents.metadata[MetadataKey.shortcut] == config.shortcut?.rawValue,
+          (saved.warmup ?? "none") == config.warmup.description,
+          (saved.zeroInitResidual ?? false) == config.zeroInitResidual else {
         throw UsageError(message: "--resume: \(url.path) is from a different run (\(saved.model), batch \(saved.batchSize), "
                          + "\(saved.epochs) epochs, lr \(saved.learningRate), seed \(saved.seed), \(saved.trainCount) images); "
                          + "this run asks for \(config.model), batch \(config.batchSize), \(config.epochs) epochs, "
                          + "lr \(config.learningRate), seed \(config.seed), \(trainCount) images (or different data, "
-                         + "normalisation, augmentation or shortcut). Resume with the same options, or use another --out.",
+                         + "normalisation, augmentation, warm-up or shortcut). Resume with the same options, or use another --out.",
                          command: nil)
     }
     try model.loadStateDict(contents.tensors.filter { !$0.key.hasPrefix("optimizer.") })

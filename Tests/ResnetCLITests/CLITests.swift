@@ -96,6 +96,9 @@ func deterministicLog(_ url: URL) throws -> [String] {
         (["train", "--json=yes"], "--json takes no value"),
         (["eval"], "--checkpoint FILE is required"),
         (["infer", "--model", "resnet18"], "are required"),
+        (["train", "--warmup", "cosine"], "--warmup: 'cosine' is not one of none, paper, linear:STEPS"),
+        (["train", "--warmup", "linear:0"], "--warmup: 'linear:0' is not one of"),
+        (["degradation", "--warmup", "linear:x"], "--warmup: 'linear:x' is not one of"),
         (["degradation", "--depths", "20"], "--depths: two increasing depths"),
         (["degradation", "--depths", "56,20"], "--depths: two increasing depths"),
         (["zoo", "--v2"], "unknown option '--v2'"),
@@ -216,6 +219,118 @@ func deterministicLog(_ url: URL) throws -> [String] {
         let eval = try resnet(["eval", "--checkpoint", "run/checkpoint.safetensors", "--test-subset", "100", "--json"], in: dir)
         #expect(eval.status == 0 && eval.lastLine.contains("test_error"), "\(eval.stderr)")
         #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("run/log.csv").path))
+    }
+
+    /// The learning rates log.csv records (one per curve point: the rate of the point's last step).
+    func loggedRates(_ url: URL) throws -> [(step: Int, rate: Double)] {
+        try String(contentsOf: url, encoding: .utf8).split(separator: "\n").dropFirst().map {
+            let f = $0.split(separator: ",", omittingEmptySubsequences: false)
+            return (Int(f[1])!, Double(f[2])!)
+        }
+    }
+
+    /// `--warmup linear:4` on 16 steps (8 per epoch, a curve point every 2): the rate of step i
+    /// (0-based) is 0.1·i/4 for i < 4, then the paper's schedule of the whole run (/10 at 8 and 12).
+    @Test func linearWarmup() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try resnet(Self.small + ["--out", "w", "--warmup", "linear:4"], in: dir)
+        #expect(r.status == 0 && r.stdout.contains("after a linear warm-up over 4 steps"), "\(r.stdout) \(r.stderr)")
+        let rates = try loggedRates(dir.appendingPathComponent("w/log.csv"))
+        #expect(rates.map(\.step) == [2, 4, 6, 8, 10, 12, 14, 16])
+        let expected = [0.025, 0.075, 0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
+        for ((step, rate), e) in zip(rates, expected) { #expect(abs(rate - e) < 1e-6 * e, "step \(step): \(rate), expected \(e)") }
+        // Without a warm-up the same points start at the full rate.
+        let plain = try resnet(Self.small + ["--out", "n"], in: dir)
+        #expect(plain.status == 0 && !plain.stdout.contains("warm-up"))
+        #expect(try loggedRates(dir.appendingPathComponent("n/log.csv")).map(\.rate).prefix(2) == [0.1, 0.1])
+    }
+
+    /// `--warmup paper`: lr/10 until the training error of the last 10 batches is below 80 %, then the
+    /// full rate, then the paper's divisions; the switch is part of the checkpoint, so a run stopped
+    /// before the switch (mid-window) and after it resumes to the same weights as a straight run.
+    @Test func paperWarmup() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let args = ["train", "--model", "resnet8", "--train-subset", "1024", "--test-subset", "100", "--batch-size", "32",
+                    "--epochs", "2", "--threads", "2", "--warmup", "paper"]
+        let straight = try resnet(args + ["--out", "a"], in: dir)
+        #expect(straight.status == 0, "\(straight.stderr)")
+        let line = try #require(straight.stdout.split(separator: "\n").first { $0.contains("Warm-up over after step") },
+                                "\(straight.stdout)")
+        let switchStep = try #require(Int(line.split(separator: " ")[4].dropLast()))
+        // Not before a full window; in this run it comes in the first epoch (32 steps), before the
+        // first division (step 32): curve points up to the switch at 0.01, after it at 0.1.
+        #expect(switchStep >= 10 && switchStep < 28, "switch after step \(switchStep)")
+        let rates = try loggedRates(dir.appendingPathComponent("a/log.csv"))
+        for (step, rate) in rates {
+            let expected = step <= switchStep ? 0.01 : step <= 32 ? 0.1 : step <= 48 ? 0.01 : 0.001
+            #expect(abs(rate - expected) < 1e-6 * expected, "step \(step): \(rate), expected \(expected)")
+        }
+        #expect(rates.contains { $0.step <= switchStep } && rates.contains { $0.step > switchStep && $0.step <= 32 })
+
+        let first = try resnet(args + ["--out", "b", "--stop-after", "\(switchStep - 3)"], in: dir)
+        #expect(first.status == 0 && !first.stdout.contains("Warm-up over"), "\(first.stdout)")
+        let second = try resnet(args + ["--out", "b", "--resume", "--stop-after", "\(switchStep + 2)"], in: dir)
+        #expect(second.status == 0 && second.stdout.contains(line), "the resumed run switches at the same step: \(second.stdout)")
+        let third = try resnet(args + ["--out", "b", "--resume"], in: dir)
+        #expect(third.status == 0 && !third.stdout.contains("Warm-up over"), "\(third.stdout)")
+        #expect(try Data(contentsOf: dir.appendingPathComponent("a/model.safetensors"))
+                == Data(contentsOf: dir.appendingPathComponent("b/model.safetensors")), "resumed weights differ")
+        #expect(try deterministicLog(dir.appendingPathComponent("a/log.csv")) == deterministicLog(dir.appendingPathComponent("b/log.csv")))
+
+        // Fewer steps than the window: the warm-up never ends, and its rate is a ceiling under the
+        // schedule's divisions (/10 at steps 4 and 6 of 8), not a rate for the rest of the run.
+        let short = try resnet(["train", "--model", "resnet8", "--train-subset", "256", "--test-subset", "100", "--batch-size",
+                                "32", "--epochs", "1", "--warmup", "paper", "--out", "s"], in: dir)
+        #expect(short.status == 0 && !short.stdout.contains("Warm-up over"), "\(short.stdout) \(short.stderr)")
+        let shortRates = try loggedRates(dir.appendingPathComponent("s/log.csv"))
+        #expect(shortRates.map(\.step) == [2, 4, 6, 8])
+        for ((step, rate), e) in zip(shortRates, [0.01, 0.01, 0.01, 0.001]) {
+            #expect(abs(rate - e) < 1e-6 * e, "step \(step): \(rate), expected \(e)")
+        }
+
+        // Without the warm-up the run differs, and a checkpoint of one is not resumed as the other.
+        let mismatch = try resnet(Array(args.dropLast(2)) + ["--out", "b", "--resume"], in: dir)
+        #expect(mismatch.status == 2 && mismatch.stderr.contains("different run"), "\(mismatch.stderr)")
+    }
+
+    /// A float32 tensor of a safetensors file, read by hand (this target links nothing).
+    func safetensor(_ url: URL, _ name: String) throws -> [Float] {
+        let d = try Data(contentsOf: url)
+        let n = d.prefix(8).enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
+        let header = try #require(try JSONSerialization.jsonObject(with: d.subdata(in: 8..<(8 + n))) as? [String: Any])
+        let entry = try #require(header[name] as? [String: Any], "\(name) not in \(url.lastPathComponent)")
+        let offsets = try #require(entry["data_offsets"] as? [Int])
+        let bytes = d.subdata(in: (8 + n + offsets[0])..<(8 + n + offsets[1]))
+        return bytes.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
+    }
+
+    /// `--zero-init-residual` (not the paper's) says so, starts every residual branch's last BN at
+    /// γ = 0 (after one step from zero momentum |γ| <= lr·|grad|, far below the default 1; the
+    /// other BNs stay near 1), is part of the checkpoint and changes the run.
+    @Test func zeroInitResidual() throws {
+        let dir = try temporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let zero = try resnet(Self.small + ["--out", "z", "--zero-init-residual", "--stop-after", "1"], in: dir)
+        #expect(zero.status == 0 && zero.stdout.contains("zero-initialised (not the paper's)"), "\(zero.stdout) \(zero.stderr)")
+        let checkpoint = dir.appendingPathComponent("z/checkpoint.safetensors")
+        for block in ["layer1.0", "layer2.0", "layer3.0"] {
+            let last = try safetensor(checkpoint, "\(block).bn2.weight"), first = try safetensor(checkpoint, "\(block).bn1.weight")
+            #expect(last.count == first.count && !last.isEmpty)
+            #expect(last.allSatisfy { abs($0) < 0.05 }, "\(block).bn2.weight \(last)")
+            #expect(first.allSatisfy { abs($0 - 1) < 0.05 }, "\(block).bn1.weight \(first)")
+        }
+        let eval = try resnet(["eval", "--checkpoint", "z/checkpoint.safetensors", "--test-subset", "10"], in: dir)
+        #expect(eval.status == 0, "\(eval.stderr)")
+        let mismatch = try resnet(Self.small + ["--out", "z", "--resume"], in: dir)
+        #expect(mismatch.status == 2 && mismatch.stderr.contains("different run"), "\(mismatch.stderr)")
+        let resumed = try resnet(Self.small + ["--out", "z", "--resume", "--zero-init-residual"], in: dir)
+        #expect(resumed.status == 0, "\(resumed.stderr)")
+        let plain = try resnet(Self.small + ["--out", "p"], in: dir)
+        #expect(plain.status == 0 && !plain.stdout.contains("zero-initialised"))
+        #expect(try Data(contentsOf: dir.appendingPathComponent("z/model.safetensors"))
+                != Data(contentsOf: dir.appendingPathComponent("p/model.safetensors")))
     }
 
     /// The degradation experiment at toy scale: four nets, one figure with two panels, a CSV.
