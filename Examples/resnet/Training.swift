@@ -376,7 +376,7 @@ func train(_ config: TrainConfig) throws -> TrainResult {
         say("SGD momentum \(config.momentum), weight decay \(config.weightDecay), lr \(config.learningRate) \(warmup)/10 at steps "
             + "\(schedule.multistep.milestones.map(String.init).joined(separator: ", ")) of \(totalSteps); batch \(config.batchSize), "
             + "\(Threading.threadCount) threads, seed \(config.seed); \(prep.normalization == .perPixelMean ? "per-pixel mean" : "per-channel") "
-            + "normalisation, \(config.zeroInitResidual ? "last BN of each residual branch zero-initialised (not the paper's), " : "")"
+            + "normalisation, \(config.zeroInitResidual && !config.model.hasPrefix("plain") ? "last BN of each residual branch zero-initialised (not the paper's), " : "")"
             + "\(config.augment ? "4-pixel crop\(config.flip ? " + flip" : "")" : "no augmentation")")
     }
     let line = ProgressLine(quiet: quiet)
