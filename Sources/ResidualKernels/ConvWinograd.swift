@@ -73,20 +73,34 @@ struct WinogradEpilogue {
 /// (1/24, -1/12, 1/6), (0, 0, 1).
 func winogradTransformWeights(_ weight: UnsafePointer<Float>, outC: Int, inC: Int, flip: Bool,
                               threads: Int?) -> WinogradWeights {
+    let count = winogradWeightFloats(outC: outC, inC: inC)
+    // Cache-line aligned: each (ξ, panel, c) row of 32 floats is two whole lines, written at once.
+    let u = UnsafeMutableRawPointer.allocate(byteCount: count * 4, alignment: 64)
+        .bindMemory(to: Float.self, capacity: count)
+    return winogradTransformWeights(weight, outC: outC, inC: inC, flip: flip, into: u, threads: threads)
+}
+
+/// Floats of a transformed weight (either orientation): `36 · ⌈K/32⌉ · 32 · C`.
+func winogradWeightFloats(outC: Int, inC: Int) -> Int {
+    max(1, 36 * ((outC + 31) / 32) * 32 * inC, 36 * ((inC + 31) / 32) * 32 * outC)
+}
+
+/// The transform into caller-provided, 64-byte aligned memory of at least
+/// ``winogradWeightFloats(outC:inC:)`` floats. Every element of the packed layout (the zero
+/// padding of the last panel included) is written, so the memory may hold anything beforehand.
+/// The returned value does not own `u`.
+func winogradTransformWeights(_ weight: UnsafePointer<Float>, outC: Int, inC: Int, flip: Bool,
+                              into u: UnsafeMutablePointer<Float>, threads: Int?) -> WinogradWeights {
     // Equivalent convolution: K outputs, C inputs.
     let k = flip ? inC : outC, c = flip ? outC : inC
     let panels = (k + 31) / 32
-    let count = 36 * panels * c * 32
-    // Cache-line aligned: each (ξ, panel, c) row of 32 floats is two whole lines, written at once.
-    let u = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64)
-        .bindMemory(to: Float.self, capacity: max(1, count))
     let box = UncheckedSendable(u)
     parallelFor(panels, minimumPerThread: k * c < 2048 ? Int.max : 1, threads: threads) { range in
         let u = box.value
-        // taps[t] (16 lanes each), then G·g as 6 rows of 3.
-        let taps = UnsafeMutablePointer<Float>.allocate(capacity: 9 * 16)
-        let gg = UnsafeMutablePointer<Vec>.allocate(capacity: 18)
-        defer { taps.deallocate(); gg.deallocate() }
+        // taps[t] (16 lanes each), then G·g as 6 rows of 3 (on the stack: no allocation per job).
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 9 * 16) { tapsBuffer in
+        withUnsafeTemporaryAllocation(of: Vec.self, capacity: 18) { ggBuffer in
+        let taps = tapsBuffer.baseAddress!, gg = ggBuffer.baseAddress!
         let q = Vec(repeating: 0.25), s = Vec(repeating: 1.0 / 6), a = Vec(repeating: 1.0 / 24),
             b = Vec(repeating: 1.0 / 12)
         @inline(__always) func gcol(_ x0: Vec, _ x1: Vec, _ x2: Vec) -> (Vec, Vec, Vec, Vec, Vec, Vec) {
@@ -97,7 +111,7 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outC: Int, inC: In
         let xs = panels * c * 32
         for panel in range {
             for ci in 0..<c {
-              for half in [0, 16] {
+              for half in stride(from: 0, to: 32, by: 16) {
                 let k0 = panel * 32 + half, lanes = min(16, max(0, k - k0))
                 // Gather the 9 taps of 16 output channels (zero beyond k).
                 if lanes < 16 { taps.update(repeating: 0, count: 9 * 16) }
@@ -121,6 +135,8 @@ func winogradTransformWeights(_ weight: UnsafePointer<Float>, outC: Int, inC: In
                 }
               }
             }
+        }
+        }
         }
     }
     return WinogradWeights(u: u, inC: c, outC: k)
@@ -325,10 +341,14 @@ func runWinogradPass(_ p: WinogradPass, input: UnsafePointer<Float>, weights w: 
         // measurable effect on this machine, where the 36 stores are not the bottleneck.)
         let skew = 16
         let xiV = rows * c + skew
-        let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * xiV)
-        let m = UnsafeMutablePointer<Float>.allocate(capacity: 36 * (rows * 32 * group + skew))
-        let tmp = UnsafeMutablePointer<Vec>.allocate(capacity: 36)
-        defer { v.deallocate(); m.deallocate(); tmp.deallocate() }
+        // V and M from the kernels' scratch pool (one buffer per thread and call, reused across
+        // calls: no allocation or page faults in the steady state), the tile temporary on the stack.
+        let mOffset = (36 * xiV + 15) / 16 * 16
+        let scratch = ScratchPool.winograd.acquire(floats: mOffset + 36 * (rows * 32 * group + skew))
+        defer { ScratchPool.winograd.release(scratch) }
+        let v = scratch.floats, m = v + mOffset
+        withUnsafeTemporaryAllocation(of: Vec.self, capacity: 36) { tmpBuffer in
+        let tmp = tmpBuffer.baseAddress!
         for job in range {
             let block = job / kChunks, kc = job % kChunks
             let p0 = panels * kc / kChunks, p1 = panels * (kc + 1) / kChunks
@@ -384,6 +404,7 @@ func runWinogradPass(_ p: WinogradPass, input: UnsafePointer<Float>, weights w: 
                 q0 = q1
             }
         }
+        }
     }
 }
 
@@ -406,16 +427,20 @@ extension WinogradPass {
 
 func winogradForward(_ s: Conv2dShape, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                      output: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?, threads: Int?) {
-    let w = winogradTransformWeights(weight, outC: s.outChannels, inC: s.inChannels, flip: false, threads: threads)
-    defer { w.deallocate() }
+    let buffer = ScratchPool.winograd.acquire(floats: winogradWeightFloats(outC: s.outChannels, inC: s.inChannels))
+    defer { ScratchPool.winograd.release(buffer) }
+    let w = winogradTransformWeights(weight, outC: s.outChannels, inC: s.inChannels, flip: false,
+                                     into: buffer.floats, threads: threads)
     runWinogradPass(WinogradPass(forward: s), input: input, weights: w, output: output,
                     epilogue: WinogradEpilogue(bias: bias), threads: threads)
 }
 
 func winogradBackwardData(_ s: Conv2dShape, gradOutput: UnsafePointer<Float>, weight: UnsafePointer<Float>,
                           gradInput: UnsafeMutablePointer<Float>, accumulate: Bool, threads: Int?) {
-    let w = winogradTransformWeights(weight, outC: s.outChannels, inC: s.inChannels, flip: true, threads: threads)
-    defer { w.deallocate() }
+    let buffer = ScratchPool.winograd.acquire(floats: winogradWeightFloats(outC: s.outChannels, inC: s.inChannels))
+    defer { ScratchPool.winograd.release(buffer) }
+    let w = winogradTransformWeights(weight, outC: s.outChannels, inC: s.inChannels, flip: true,
+                                     into: buffer.floats, threads: threads)
     runWinogradPass(WinogradPass(backwardData: s), input: gradOutput, weights: w, output: gradInput,
                     epilogue: WinogradEpilogue(accumulate: accumulate), threads: threads)
 }

@@ -96,6 +96,74 @@ import ResidualKernels
         #expect(results[0] == results[1] && results[1] == results[2], "backward-data \(k): differs by thread count")
     }
 
+    /// The transformed weight and the tile scratch are reused across calls (`ScratchPool.winograd`).
+    /// A weight changed in place between calls (same pointer, as an optimizer step does) must give
+    /// the new weight's result, forward and backward-data: a transform cached by pointer would
+    /// return the old one (errors of the size of the outputs).
+    @Test func weightChangedInPlaceIsTransformedAgain() {
+        let s = Self.shapes[5]
+        let cases = [ConvCase(s, seed: 21, centered: true), ConvCase(s, seed: 22, centered: true)]
+        let w = UnsafeMutablePointer<Float>.allocate(capacity: cases[0].w.count)
+        defer { w.deallocate() }
+        for k in cases + cases {
+            w.update(from: k.w, count: k.w.count)
+            for threads in [1, 2] {
+                var y = [Float](repeating: .nan, count: k.dy.count), direct = y
+                conv2dForwardNHWC(s, input: k.x, weight: w, bias: nil, output: &y, algorithm: .winograd,
+                                  threads: threads)
+                conv2dForwardNHWC(s, input: k.x, weight: k.w, bias: nil, output: &direct, algorithm: .direct)
+                let ref = Self.reference(k, forward: true)
+                let tol = Self.bound(direct: Self.maxError(direct, ref), terms: 9 * s.inChannels, x: k.x, w: k.w)
+                #expect(Self.maxError(y, ref) <= tol, "forward after an in-place weight change \(k)")
+                var dx = [Float](repeating: .nan, count: k.x.count), dxDirect = dx
+                conv2dBackwardDataNHWC(s, gradOutput: k.dy, weight: w, gradInput: &dx, algorithm: .winograd,
+                                       threads: threads)
+                conv2dBackwardDataNHWC(s, gradOutput: k.dy, weight: k.w, gradInput: &dxDirect, algorithm: .direct)
+                let refDx = Self.reference(k, forward: false)
+                let tolDx = Self.bound(direct: Self.maxError(dxDirect, refDx), terms: 9 * s.outChannels, x: k.dy,
+                                       w: k.w)
+                #expect(Self.maxError(dx, refDx) <= tolDx, "backward-data after an in-place weight change \(k)")
+            }
+        }
+    }
+
+    /// Reference values without the bias (the in-place test passes none).
+    static func reference(_ k: ConvCase, forward: Bool) -> [Float] {
+        if !forward { return k.backwardDataReference().values }
+        var y = [Float](repeating: 0, count: k.dy.count)
+        referenceConv2dForwardNHWC(k.s, input: k.x, weight: k.w, bias: nil, output: &y)
+        return y
+    }
+
+    /// Pool buffers hold whatever their last user wrote: filled with NaN (and dirtied by other
+    /// shapes' passes), they must not change a single bit of a pass, so every element the pass
+    /// reads it wrote first.
+    @Test func dirtyScratchDoesNotChangeResults() {
+        let s = Self.shapes[4], other = Self.shapes[19]
+        let k = ConvCase(s, seed: 23, centered: true), ko = ConvCase(other, seed: 24, centered: true)
+        func run(_ threads: Int) -> [Float] {
+            var y = [Float](repeating: .nan, count: k.dy.count), dx = [Float](repeating: .nan, count: k.x.count)
+            conv2dForwardNHWC(s, input: k.x, weight: k.w, bias: k.bias, output: &y, algorithm: .winograd,
+                              threads: threads)
+            conv2dBackwardDataNHWC(s, gradOutput: k.dy, weight: k.w, gradInput: &dx, algorithm: .winograd,
+                                   threads: threads)
+            return y + dx
+        }
+        for threads in [1, 2] {
+            let clean = run(threads)
+            #expect(!clean.contains { $0.isNaN })
+            // Dirty the pool: NaN in every free buffer of up to 1 MB, then another shape's passes.
+            let loans = (0..<8).map { ScratchPool.winograd.acquire(floats: 1 << (10 + $0 % 9)) }
+            for b in loans { b.floats.update(repeating: .nan, count: b.bytes / 4) }
+            for b in loans { ScratchPool.winograd.release(b) }
+            var yo = [Float](repeating: 0, count: ko.dy.count)
+            conv2dForwardNHWC(other, input: ko.x, weight: ko.w, bias: nil, output: &yo, algorithm: .winograd,
+                              threads: threads)
+            let again = run(threads)
+            #expect(again == clean, "t\(threads): a pass after the pool's buffers were dirtied differs")
+        }
+    }
+
     /// The plan (weights transformed once) with the fused epilogue is bit-identical to the unplanned
     /// Winograd forward followed by `applyConvEpilogue`, at the planned batch and another one.
     @Test(arguments: [shapes[5], shapes[7], shapes[16], shapes[18]])
