@@ -62,12 +62,18 @@ func scaleRow(_ row: UnsafeMutablePointer<Float>, _ n: Int, _ beta: Float) {
 /// - `kc <= 256`: a packed op(B) micro-panel (`kc x 32` floats = 32 KiB) stays in L1 while the
 ///   microkernel walks down the `mc` rows of A (the loop over rows is the inner one).
 /// - `mc = 128`: the A block (`128 x 256` floats = 128 KiB) and the packed op(B) block
-///   (`kc x nc = 256 x 512` floats = 512 KiB) share L2.
+///   (`kc x nc`) share L2.
+/// - `nc = 512` when op(A) is packed (a transposed A): every column block repacks the A block, so
+///   wide blocks amortise that copy. `ncInPlaceA = 256` when op(A) is read in place (plain A, or a
+///   transposed A with few columns): the packed op(B) block is then 256 KiB instead of 512, which
+///   leaves L2 room for the A block and the C tiles the k-blocks revisit; measured on 2 threads
+///   (`1024³`, 11 same-minute pairs, each thread owning 512 columns) 1-2 % faster in every pair,
+///   and the same on 1 thread within the noise (docs/Kernels.md, "Blocking").
 /// - The k dimension is cut into `ceil(k / 256)` blocks of equal size (rounded up), so that no
 ///   tiny last block pays the cost of a pass over C.
 public enum GEMMBlocking {
     public static let mr = 8, nr = 32
-    public static let kc = 256, mc = 128, nc = 512
+    public static let kc = 256, mc = 128, nc = 512, ncInPlaceA = 256
 
     /// Number of k-chunks for a K-split (1: no split). Depends on the shape only, never on the
     /// thread count, so the result does not either. A K-split pays for `chunks - 1` partial
@@ -102,7 +108,7 @@ final class GEMMWorkspace: @unchecked Sendable {
     let tile: UnsafeMutablePointer<Float>
     private let raw: UnsafeMutableRawPointer
 
-    private static let bFloats = B.kc * B.nc, aFloats = (B.mc + B.mr) * B.kc, tileFloats = B.mr * B.nr
+    private static let bFloats = B.kc * max(B.nc, B.ncInPlaceA), aFloats = (B.mc + B.mr) * B.kc, tileFloats = B.mr * B.nr
 
     private init() {
         let total = Self.bFloats + Self.aFloats + Self.tileFloats
@@ -193,7 +199,8 @@ struct GEMMOperands {
         let product = Double(rowTiles * B.mr) * Double(colTiles * B.nr) * Double(k)
         @inline(__always) func read(_ elements: Int) -> Double { elements * 4 > 8 << 20 ? 24 : 4 }
         let bCost = Double(k * cols) * (read(k * n) + (packsB(rows: rows) ? 12 : 0))
-        let aPasses = Double((cols + B.nc - 1) / B.nc)
+        let nb = columnBlock(cols: cols)
+        let aPasses = Double((cols + nb - 1) / nb)
         let aCost = Double(k * rows) * aPasses * (read(m * k) + (transA && !transAInPlace(cols: cols) ? 12 : 0))
         return product + bCost + aCost
     }
@@ -207,6 +214,12 @@ struct GEMMOperands {
     /// A transposed A is read in place when few columns of C reuse each packed element.
     @inline(__always)
     func transAInPlace(cols: Int) -> Bool { transA && cols <= 256 }
+
+    /// Width of the column blocks (`nc`) for a part of C `cols` wide: narrower when op(A) is read
+    /// in place, since no A packing then needs amortising (`GEMMBlocking`). Only which columns
+    /// share a packed B block changes, never the arithmetic of an element.
+    @inline(__always)
+    func columnBlock(cols: Int) -> Int { transA && !transAInPlace(cols: cols) ? B.nc : B.ncInPlaceA }
 
     /// K-split: `chunks` contiguous ranges of k (a function of the shape only). Chunk 0 is
     /// computed into C with beta; every other chunk into its own `m x n` partial (beta 0); then C
@@ -253,9 +266,10 @@ struct GEMMOperands {
     func run(rows: Range<Int>, columns: Range<Int>, _ ws: GEMMWorkspace) {
         let kb = B.kBlock(k)
         let bPacked = packsB(rows: rows.count), aInPlaceT = transAInPlace(cols: columns.count)
+        let ncBlock = columnBlock(cols: columns.count)
         var jc = columns.lowerBound
         while jc < columns.upperBound {
-            let nc = min(B.nc, columns.upperBound - jc)
+            let nc = min(ncBlock, columns.upperBound - jc)
             let fullCols = nc - nc % B.nr
             var pc = 0
             while pc < k {

@@ -117,6 +117,9 @@ import ResidualKernels
             (9, 40, B.kc - 1), (9, 40, B.kc), (9, 40, B.kc + 1), (9, 40, 2 * B.kc + 1), (5, 3, 3 * B.kc - 1),
             (B.mc - 1, 65, 70), (B.mc, 65, 70), (B.mc + 1, 65, 70), (2 * B.mc + 3, 20, 33),
             (40, B.nc - 1, 30), (40, B.nc, 30), (17, B.nc + 1, 30), (3, 2 * B.nc + 33, 19),
+            // Column blocks when op(A) is read in place (plain A: every size here runs both).
+            (40, B.ncInPlaceA - 1, 30), (40, B.ncInPlaceA, 30), (17, B.ncInPlaceA + 1, 30),
+            (B.mc + 9, 3 * B.ncInPlaceA + 5, 40),
             (B.mc + 1, B.nc + 1, B.kc + 1),     // every boundary at once, ~35 MFLOP: threaded
             (600, 40, 150),                     // tall: split by rows
             (20, 700, 150),                     // wide: split by columns
@@ -220,6 +223,21 @@ import ResidualKernels
                     }
                     let bad = c.filter { $0 != Float(k + 10) }
                     #expect(bad.isEmpty, "\(m)x\(n)x\(k) \(trans) threads \(threads): \(bad.prefix(3)), want \(k + 10)")
+                }
+            }
+        }
+    }
+
+    /// The column-block width follows how op(A) is read, and the blocks of both widths tile the
+    /// columns exactly: wide products with plain A (narrow blocks) and a packed transposed A
+    /// (wide blocks), split by columns over 2 and 3 threads, against the reference.
+    @Test func columnBlocks() {
+        #expect(B.ncInPlaceA < B.nc && B.nc % B.ncInPlaceA == 0 && B.ncInPlaceA % B.nr == 0)
+        for (m, n, k) in [(24, 2 * B.nc + 3 * B.nr + 7, 70), (B.mc + 3, 3 * B.ncInPlaceA + 1, 33)] {
+            for trans in [(false, false), (false, true), (true, false)] {
+                for threads in [1, 2, 3] {
+                    Self.check(Case(transA: trans.0, transB: trans.1, m: m, n: n, k: k, alpha: 1.5, beta: -1, pad: 2),
+                               threads: threads)
                 }
             }
         }
