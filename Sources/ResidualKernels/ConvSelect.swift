@@ -42,9 +42,18 @@ extension ConvAlgorithm {
     /// is streamed once per block of tiles and is worth it only with enough tiles per weight:
     /// `C·K <= 1024 · tiles` separates the wins (tiles · 1024 / C·K >= 3) from the losses (<= 0.25).
     /// Not measured below 16 channels (the CIFAR stem, C = 3, stays direct), where the 36 GEMMs get thin.
+    ///
+    /// Since the transformed weight comes from a reused buffer (no page faults) and a weight over
+    /// 16 MB is streamed once per call (64-tile blocks), Winograd also wins at 4096 channel pairs
+    /// per tile once there are 64 tiles: ResNet-18 conv5_x at batch 16, process CPU time per call,
+    /// 1 thread, loaded machine, winograd / direct: fwd 12.0-12.2 / 15.6-16.7 ms (0.73-0.76),
+    /// bwd-data 13.0-13.3 / 18.3-18.5 ms (0.71-0.72); conv4_x at batch 1 (16 tiles, the same
+    /// 4096 pairs per tile) still loses forward (1.27-1.32).
     static func winogradPays(_ s: Conv2dShape, tilesPerWeight: Int = 1024) -> Bool {
         let tiles = s.batch * ((s.outH + 3) / 4) * ((s.outW + 3) / 4)
-        return s.inChannels >= 16 && s.outChannels >= 16 && s.inChannels * s.outChannels <= tilesPerWeight * tiles
+        let pairs = s.inChannels * s.outChannels
+        return s.inChannels >= 16 && s.outChannels >= 16
+            && (pairs <= tilesPerWeight * tiles || (tiles >= 64 && pairs <= 4096 * tiles))
     }
 
     /// The forward algorithm for a ``ConvForwardPlan``, which transforms Winograd's weight once, so

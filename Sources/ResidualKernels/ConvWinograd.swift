@@ -317,6 +317,12 @@ func runWinogradPass(_ p: WinogradPass, input: UnsafePointer<Float>, weights w: 
     let flops = 2 * p.tiles * 36 * c * panels * 32
     let workers = flops < 4_000_000 ? 1 : t
     var rows = winogradBlockRows(inC: c, outC: k)
+    // A transformed weight larger than the L3 share (16 MB; 38 MB at 512 x 512 channels) is streamed
+    // from DRAM once per block of tiles: take up to 64 tiles per block, so ResNet-18 conv5_x at batch
+    // 16 (64 tiles) reads it once per call (at 2 threads the panels split, each thread reading half).
+    if 36 * c * panels * 32 * 4 > 16 << 20 {
+        rows = max(rows, min(64, (p.tiles + 7) / 8 * 8))
+    }
     // Few tiles (batch 1, small maps): smaller blocks first, then split the output channels.
     if (p.tiles + rows - 1) / rows < workers {
         rows = max(8, min(rows, ((p.tiles + workers - 1) / workers + 7) / 8 * 8))

@@ -31,7 +31,10 @@ import ResidualKernels
                 s(1, 3, 8, 8, 64, pad: 0), s(1, 64, 13, 13, 33, pad: 0), s(3, 15, 3, 3, 16, pad: 0),
                 s(2, 33, 7, 5, 17, pad: 2), s(1, 16, 1, 2, 1, pad: 2),
                 // Few tiles, many output-channel panels, over 4 MFLOP: split over output channels.
-                s(1, 128, 5, 5, 128), s(1, 96, 7, 7, 160)]
+                s(1, 128, 5, 5, 128), s(1, 96, 7, 7, 160),
+                // A transformed weight over 16 MB (352 x 352 channels): blocks of up to 64 tiles
+                // (27 here, one block), split over output-channel panels at 2 and 3 threads.
+                s(3, 352, 9, 9, 352)]
     }()
 
     static let u = 0x1p-24
