@@ -154,6 +154,9 @@ public func conv2dInference(_ x: Tensor, plan: ConvForwardPlan, bias: Tensor? = 
         plan.run(batch: outShape[0], input: xc.rawStorage.pointer, output: out.baseAddress!, epilogue: epilogue)
     }
     // No tape to attribute the time: with profiling on, the op times itself.
-    if OpProfile.isEnabled { OpProfile.add("conv2dInference \(describe(outShape))", OpProfile.now() - t0) }
+    if OpProfile.isEnabled {
+        OpProfile.add("conv2dInference \(describe(outShape)) \(s.kernelH)x\(s.kernelW)/\(s.strideH) "
+                      + "C\(s.inChannels) \(plan.algorithm)", OpProfile.now() - t0)
+    }
     return withExtendedLifetime((xc, rc, b)) { y }
 }
